@@ -1,0 +1,108 @@
+"""End to end: the REST API, the configured broker and database, and a real Celery worker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import export_bytes, upload
+from tests.worker_process import WorkerProcess
+from webapp.jobs.models import Job
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, tmp_path_factory):
+    from django.db import connection
+
+    from workers.celery import app, ensure_broker_folders
+
+    ensure_broker_folders()
+    with app.connection_for_write() as conn:  # drop messages left by an earlier run
+        for queue in ("cpu", "gpu"):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - a queue that does not exist yet is empty
+                pass
+    process = WorkerProcess(connection.settings_dict, tmp_path_factory.mktemp("worker") / "log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_for(api, job_id: int, timeout: float = 180) -> tuple[dict, list[str]]:
+    """Poll the job like a script would; return its last state and the statuses seen."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = api.get(f"/api/v1/jobs/{job_id}/").json()
+        if not seen or seen[-1] != body["status"]:
+            seen.append(body["status"])
+        if body["status"] in {"succeeded", "failed", "cancelled"}:
+            return body, seen
+        time.sleep(0.25)
+    raise AssertionError(f"job {job_id} still {seen[-1]} after {timeout} s")
+
+
+def test_a_script_inspects_resnet18_through_the_api(api, worker):
+    architecture = api.post(
+        "/api/v1/architectures/", {"source": "zoo", "zoo_name": "resnet18"}, format="json"
+    ).json()
+    created = api.post(
+        "/api/v1/jobs/", {"kind": "inspect", "architecture": architecture["id"]}, format="json"
+    ).json()
+    assert created["status"] == "queued"
+    job, seen = wait_for(api, created["id"])
+    assert job["status"] == "succeeded", (job["error"], worker.log()[-3000:])
+    assert seen[0] == "queued" and seen[-1] == "succeeded"
+    assert job["result"]["num_params"] == 11_689_512
+    assert job["worker"] == worker.hostname
+    graph = api.get(f"/api/v1/architectures/{architecture['id']}/graph/").json()
+    assert sum(1 for node in graph["nodes"] if node["type"] == "Conv2d") == 20
+    assert api.get(f"/api/v1/architectures/{architecture['id']}/").json()["num_params"] == 11_689_512
+    tensors = next(a for a in job["artifacts"] if a["name"] == "tensors.json")
+    assert api.get(tensors["download_url"]).status_code == 200
+
+
+def test_a_script_inspects_an_uploaded_export_archive(api, worker, tmp_path):
+    content = export_bytes(tmp_path, "cnn")
+    architecture = api.post(
+        "/api/v1/architectures/", {"source": "export", "file": upload("fm16.pt2", content)}
+    ).json()
+    created = api.post(f"/api/v1/architectures/{architecture['id']}/inspect/").json()
+    job, _ = wait_for(api, created["id"])
+    assert job["status"] == "succeeded", (job["error"], worker.log()[-3000:])
+    assert job["result"]["num_params"] == 14_378
+
+
+def test_a_message_delivered_twice_runs_the_job_once(api, worker, owner):
+    from tests.factories import zoo_architecture
+    from workers.celery import app
+
+    job = Job.submit(owner=owner, kind="inspect", architecture=zoo_architecture(owner, "mlp"))
+    first, _ = wait_for(api, job.pk)
+    assert first["status"] == "succeeded"
+    app.send_task("weightspace.inspect", args=[job.pk], queue="cpu")  # the duplicate
+    deadline = time.monotonic() + 30
+    while f"job {job.pk} not claimed" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert f"job {job.pk} not claimed (status succeeded)" in worker.log()
+    again = api.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert again["finished_at"] == first["finished_at"]
+    assert [a["id"] for a in again["artifacts"]] == [a["id"] for a in first["artifacts"]]
+
+
+def test_a_job_that_fails_on_the_worker_shows_why(api, worker, owner):
+    from django.core.files.base import ContentFile
+
+    from webapp.architectures.models import Architecture
+
+    broken = Architecture(owner=owner, name="broken", source="export", sha256="f" * 64)
+    broken.file.save("broken.pt2", ContentFile(b"PK\x03\x04 not really a zip"), save=True)
+    created = api.post(f"/api/v1/architectures/{broken.pk}/inspect/").json()
+    job, _ = wait_for(api, created["id"])
+    assert job["status"] == "failed" and job["error"]

@@ -1,0 +1,73 @@
+"""Start a real Celery worker process against the test database and the configured broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def database_url(settings_dict: dict) -> str:
+    """A ``DATABASE_URL`` pointing at the database the test run created."""
+    engine, name = settings_dict["ENGINE"], settings_dict["NAME"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{Path(name).resolve()}"
+    user = quote(settings_dict.get("USER") or "")
+    password = quote(settings_dict.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{name}"
+
+
+class WorkerProcess:
+    """A ``celery worker`` subprocess; its log is kept for assertions and failure reports."""
+
+    def __init__(self, db_settings: dict, log_path: Path) -> None:
+        self.log_path = log_path
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="webapp.test_settings",
+            DATABASE_URL=database_url(db_settings),
+            PYTHONUNBUFFERED="1",
+        )
+        self.hostname = f"e2e-{os.getpid()}@localhost"
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "workers.celery", "worker",
+                "-Q", "cpu,gpu", "-c", "1", "-n", self.hostname, "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+            ],  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.log():
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited early:\n{self.log()}")
+            time.sleep(0.3)
+        raise RuntimeError(f"the worker did not become ready:\n{self.log()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.architectures.api.serializers import (
+    ArchitectureCreateSerializer,
+    ArchitectureSerializer,
+)
+from webapp.architectures.models import Architecture, create_from_upload, create_from_zoo
+from webapp.core.api import OwnedQuerysetMixin
+from webapp.core.api_errors import upload_error_response
+from webapp.core.files import UploadError
+from webapp.jobs.api.serializers import JobSerializer
+from webapp.jobs.models import Job
+from workers.zoo.catalog import load_catalog
+
+
+class ArchitectureViewSet(
+    OwnedQuerysetMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Your architectures: zoo entries, ``torch.export`` archives and (if enabled) sources."""
+
+    queryset = Architecture.objects.all()
+    serializer_class = ArchitectureSerializer
+
+    def get_queryset(self) -> QuerySet:
+        return super().get_queryset().prefetch_related("jobs")
+
+    @extend_schema(request=ArchitectureCreateSerializer, responses={201: ArchitectureSerializer})
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        form = ArchitectureCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            if data["source"] == Architecture.Source.ZOO:
+                architecture = create_from_zoo(
+                    request.user, data.get("name", ""), data["zoo_name"], data.get("zoo_args")
+                )
+            else:
+                architecture = create_from_upload(
+                    request.user, data.get("name", ""), data["source"], data["file"]
+                )
+        except UploadError as error:
+            return upload_error_response(error)
+        body = ArchitectureSerializer(architecture, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
+        architecture = self.get_object()
+        if architecture.jobs.active().exists():
+            return Response(
+                {"detail": "This architecture has jobs still running; cancel them first."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        if architecture.file:
+            architecture.file.delete(save=False)
+        architecture.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={201: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def inspect(self, request: Request, pk: str | None = None) -> Response:
+        """Start an inspect job on this architecture."""
+        job = Job.submit(owner=request.user, kind="inspect", architecture=self.get_object())
+        return Response(
+            JobSerializer(job, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    def _latest_artifact_json(self, name: str) -> Response:
+        job = self.get_object().latest_inspection()
+        artifact = job.artifacts.filter(name=name).first() if job else None
+        if artifact is None:
+            raise NotFound("Not inspected yet: start an inspect job on this architecture.")
+        return Response(artifact.read_json())
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def graph(self, request: Request, pk: str | None = None) -> Response:
+        """The module-level graph JSON from the latest inspect job."""
+        return self._latest_artifact_json("graph.json")
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def tensors(self, request: Request, pk: str | None = None) -> Response:
+        """The parameter tensors (name, shape, dtype, numel) from the latest inspect job."""
+        return self._latest_artifact_json("tensors.json")
+
+
+class ZooView(APIView):
+    """Every model the built-in zoo can build: all torchvision classifiers and our families."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        entries = load_catalog()
+        family = request.query_params.get("family")
+        if family:
+            entries = [entry for entry in entries if entry["family"] == family]
+        return Response({"count": len(entries), "results": entries})

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ArchitecturesConfig(AppConfig):
+    name = "webapp.architectures"
+    label = "architectures"

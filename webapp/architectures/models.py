@@ -1,0 +1,178 @@
+"""Model definitions people upload or pick from the zoo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Architecture(models.Model):
+    """A network definition: a zoo entry with arguments, a ``torch.export`` archive or source.
+
+    The web tier never builds the network; ``num_params``, ``input_shape`` and ``summary`` are
+    filled in by the worker's inspect job through :meth:`record_inspection`.
+    """
+
+    class Source(models.TextChoices):
+        ZOO = "zoo", "Built-in zoo"
+        EXPORT = "export", "torch.export archive (.pt2)"
+        PYTHON = "python", "Python source (.py)"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="architectures"
+    )
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    zoo_name = models.CharField(max_length=100, blank=True)
+    zoo_args = models.JSONField(default=dict, blank=True)
+    file = models.FileField(upload_to="architectures/", blank=True, max_length=300)
+    file_bytes = models.BigIntegerField(null=True, blank=True)
+    # For files, the hash of the content; for zoo entries, of the name and arguments, so
+    # duplicates of either kind are found the same way.
+    sha256 = models.CharField(max_length=64, db_index=True)
+    num_params = models.BigIntegerField(null=True, blank=True)
+    input_shape = models.JSONField(null=True, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    inspected_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "sha256"], name="architecture_unique_content")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("architecture-detail", args=[self.pk])
+
+    @property
+    def source_label(self) -> str:
+        if self.source == self.Source.ZOO:
+            args = ", ".join(f"{k}={v}" for k, v in sorted(self.zoo_args.items()))
+            return f"zoo: {self.zoo_name}({args})"
+        return self.get_source_display()
+
+    def worker_spec(self) -> dict[str, Any]:
+        """The JSON-able description a worker needs to build this network."""
+        return {
+            "source": self.source,
+            "name": self.zoo_name,
+            "args": self.zoo_args,
+            "path": self.file.name if self.file else None,
+        }
+
+    def record_inspection(self, *, num_params: int, input_shape: list[int], layers: dict) -> None:
+        """Store what an inspect job found (called from the worker)."""
+        from django.utils import timezone
+
+        self.num_params = num_params
+        self.input_shape = input_shape
+        self.summary = {"layers": layers}
+        self.inspected_at = timezone.now()
+        self.save(update_fields=["num_params", "input_shape", "summary", "inspected_at"])
+
+    def latest_inspection(self):  # -> Job | None
+        """The newest succeeded inspect job, whose artifacts hold the graph and tensor table."""
+        return self.jobs.filter(kind="inspect", status="succeeded").order_by("-finished_at").first()
+
+
+def _zoo_digest(zoo_name: str, args: dict) -> str:
+    import hashlib
+    import json
+
+    payload = json.dumps({"zoo": zoo_name, "args": args}, sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _refuse_duplicate(owner: Any, sha256: str) -> None:
+    from webapp.core.files import UploadError
+
+    existing = Architecture.objects.filter(owner=owner, sha256=sha256).first()
+    if existing:
+        raise UploadError(
+            f"You already have this model as '{existing.name}' (architecture {existing.pk}).",
+            status=409,
+        )
+
+
+def create_from_zoo(owner: Any, name: str, zoo_name: str, args: dict | None) -> Architecture:
+    """Add a zoo entry with arguments; ``UploadError`` on a bad name/arguments or a duplicate."""
+    from webapp.core.files import UploadError
+    from workers.zoo.catalog import validate_args
+
+    try:
+        clean = validate_args(zoo_name, args or {})
+    except ValueError as error:
+        raise UploadError(str(error)) from None
+    digest = _zoo_digest(zoo_name, clean)
+    _refuse_duplicate(owner, digest)
+    return Architecture.objects.create(
+        owner=owner,
+        name=name or zoo_name,
+        source=Architecture.Source.ZOO,
+        zoo_name=zoo_name,
+        zoo_args=clean,
+        sha256=digest,
+    )
+
+
+def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Architecture:
+    """Store an uploaded ``.pt2`` archive or ``.py`` source after checking it.
+
+    Nothing in the file is executed here: ``.pt2`` archives are checked as zips whose pickles
+    hold only tensors; Python is only syntax-checked, and only accepted when the operator
+    allowed Python models. Raises ``UploadError``; on any error nothing is stored.
+    """
+    from django.conf import settings
+    from django.db import transaction
+
+    from webapp.checkpoints.scan import CheckpointRefused, scan_export_archive
+    from webapp.core.files import UploadError, check_upload, upload_path
+
+    if source == Architecture.Source.EXPORT:
+        facts = check_upload(upload, (".pt2",))
+        try:
+            scan_export_archive(upload)
+        except CheckpointRefused as error:
+            raise UploadError(str(error)) from None
+    elif source == Architecture.Source.PYTHON:
+        if not settings.ALLOW_PYTHON_MODELS:
+            raise UploadError(
+                "Python model sources are turned off on this server (ALLOW_PYTHON_MODELS); "
+                "upload a torch.export archive (.pt2) or pick a zoo model.",
+                status=403,
+            )
+        facts = check_upload(upload, (".py",))
+        if facts.size > 1_000_000:
+            raise UploadError("Python model sources are limited to 1 MB.")
+        upload.seek(0)
+        try:
+            compile(upload.read().decode("utf-8"), upload.name, "exec")
+        except (UnicodeDecodeError, SyntaxError, ValueError) as error:
+            raise UploadError(f"The Python source does not compile: {error}") from None
+        upload.seek(0)
+    else:
+        raise UploadError(f"Unknown model source {source!r}; use 'zoo', 'export' or 'python'.")
+    _refuse_duplicate(owner, facts.sha256)
+    architecture = Architecture(
+        owner=owner,
+        name=name or upload.name,
+        source=source,
+        sha256=facts.sha256,
+        file_bytes=facts.size,
+    )
+    path = upload_path(f"architectures/{owner.pk}", facts.sha256, upload.name)
+    architecture.file.save(path, upload, save=False)
+    try:
+        with transaction.atomic():
+            architecture.save()
+    except Exception:
+        architecture.file.delete(save=False)  # leave nothing half-stored
+        raise
+    return architecture

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.architectures.forms import ArchitectureForm
+from webapp.architectures.graphview import MAX_DRAWN_NODES, layout_graph
+from webapp.architectures.models import Architecture, create_from_upload, create_from_zoo
+from webapp.core.files import UploadError
+from webapp.jobs.models import Job
+
+
+@login_required
+def architecture_new(request: HttpRequest) -> HttpResponse:
+    """Upload page: zoo pick or file upload, with the reason shown when something is refused."""
+    status = 200
+    if request.method == "POST":
+        form = ArchitectureForm(request.POST, request.FILES)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                if data["source"] == Architecture.Source.ZOO:
+                    architecture = create_from_zoo(
+                        request.user, data["name"], data["zoo_name"], data["zoo_args"]
+                    )
+                else:
+                    architecture = create_from_upload(
+                        request.user, data["name"], data["source"], data["file"]
+                    )
+            except UploadError as error:
+                form.add_error(None, str(error))
+                status = error.status
+            else:
+                if request.POST.get("inspect"):
+                    job = Job.submit(owner=request.user, kind="inspect", architecture=architecture)
+                    return redirect(job)
+                return redirect(architecture)
+        else:
+            status = 400
+    else:
+        form = ArchitectureForm(initial={"zoo_name": request.GET.get("zoo", "")})
+    return render(request, "architectures/new.html", {"form": form}, status=status)
+
+
+@login_required
+def architecture_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Summary, parameter table and graph from the latest inspection."""
+    architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
+    inspection = architecture.latest_inspection()
+    graph = tensors = layout = None
+    if inspection:
+        by_name = {a.name: a for a in inspection.artifacts.all()}
+        if "graph.json" in by_name:
+            graph = by_name["graph.json"].read_json()
+            layout = layout_graph(graph)
+        if "tensors.json" in by_name:
+            tensors = by_name["tensors.json"].read_json()
+    context = {
+        "architecture": architecture,
+        "inspection": inspection,
+        "graph": graph,
+        "layout": layout,
+        "max_drawn": MAX_DRAWN_NODES,
+        "tensors": tensors,
+        "jobs": architecture.jobs.all()[:20],
+        "active_jobs": architecture.jobs.active().exists(),
+    }
+    return render(request, "architectures/detail.html", context)
+
+
+@login_required
+@require_POST
+def architecture_inspect(request: HttpRequest, pk: int) -> HttpResponse:
+    architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
+    job = Job.submit(owner=request.user, kind="inspect", architecture=architecture)
+    return redirect(job)

@@ -1,0 +1,62 @@
+"""Storing uploaded files: streamed, hashed and size-checked, never read whole into memory."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import IO
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.template.defaultfilters import filesizeformat
+
+CHUNK = 1 << 20
+
+
+class UploadError(ValueError):
+    """An upload that must be refused; the message is shown to the person who sent it."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class UploadFacts:
+    """What we learn about an upload by streaming over it once."""
+
+    size: int
+    sha256: str
+
+
+def sha256_of(fileobj: IO[bytes]) -> str:
+    """Hash a file object in chunks and rewind it."""
+    digest = hashlib.sha256()
+    fileobj.seek(0)
+    for chunk in iter(lambda: fileobj.read(CHUNK), b""):
+        digest.update(chunk)
+    fileobj.seek(0)
+    return digest.hexdigest()
+
+
+def check_upload(upload: UploadedFile, allowed_suffixes: tuple[str, ...]) -> UploadFacts:
+    """Check an upload's name and size and hash it; raise ``UploadError`` when it is refused."""
+    name = upload.name or ""
+    if not name.lower().endswith(allowed_suffixes):
+        wanted = ", ".join(allowed_suffixes)
+        raise UploadError(f"'{name}' has the wrong file type; expected one of: {wanted}.")
+    if upload.size is None or upload.size == 0:
+        raise UploadError(f"'{name}' is empty.")
+    if upload.size > settings.MAX_UPLOAD_SIZE:
+        raise UploadError(
+            f"'{name}' is {filesizeformat(upload.size)}; the limit is "
+            f"{filesizeformat(settings.MAX_UPLOAD_SIZE)}.",
+            status=413,
+        )
+    return UploadFacts(size=upload.size, sha256=sha256_of(upload))
+
+
+def upload_path(prefix: str, sha256: str, filename: str) -> str:
+    """Storage path for an upload: content-addressed so two owners never overwrite each other."""
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"{prefix}/{sha256[:2]}/{sha256}.{suffix}"

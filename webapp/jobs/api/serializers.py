@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from webapp.architectures.models import Architecture
+from webapp.checkpoints.models import Checkpoint
+from webapp.jobs.kinds import KINDS
+from webapp.jobs.models import Artifact, Job
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Artifact
+        fields = ["id", "kind", "name", "bytes", "sha256", "content_type", "created_at",
+                  "download_url"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_download_url(self, obj: Artifact) -> str:
+        from django.urls import reverse
+
+        path = reverse("api-job-artifact-download", args=[obj.job_id, obj.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """A job: its status machine fields are read-only; change them with the actions."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
+    artifacts = ArtifactSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "url", "kind", "status", "progress", "message", "error", "parameters",
+            "result", "architecture", "checkpoint", "retry_of", "cancel_requested", "worker",
+            "created_at", "started_at", "finished_at", "artifacts",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class JobCreateSerializer(serializers.Serializer):
+    """Start a job of ``kind`` on your architecture (and checkpoint, for kinds that use one)."""
+
+    kind = serializers.ChoiceField(choices=[(k.name, k.label) for k in KINDS.values()])
+    architecture = serializers.PrimaryKeyRelatedField(
+        queryset=Architecture.objects.none(), required=False, allow_null=True
+    )
+    checkpoint = serializers.PrimaryKeyRelatedField(
+        queryset=Checkpoint.objects.none(), required=False, allow_null=True
+    )
+    parameters = serializers.JSONField(required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            # Someone else's object is simply "not found", like everywhere else.
+            self.fields["architecture"].queryset = Architecture.objects.filter(owner=request.user)
+            self.fields["checkpoint"].queryset = Checkpoint.objects.filter(owner=request.user)
+
+    def validate_parameters(self, value: Any) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Expected a JSON object.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        kind = KINDS[attrs["kind"]]
+        if kind.needs_architecture and not attrs.get("architecture"):
+            raise serializers.ValidationError(
+                {"architecture": f"A {kind.name} job needs an architecture."}
+            )
+        if kind.needs_checkpoint and not attrs.get("checkpoint"):
+            raise serializers.ValidationError(
+                {"checkpoint": f"A {kind.name} job needs a checkpoint."}
+            )
+        return attrs

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from webapp.core.api import OwnedQuerysetMixin
+from webapp.jobs.api.serializers import ArtifactSerializer, JobCreateSerializer, JobSerializer
+from webapp.jobs.models import Job, downsample
+
+MAX_METRIC_POINTS = 5000
+
+
+class JobViewSet(
+    OwnedQuerysetMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Your jobs. Create one, poll it, cancel or retry it, read its metrics and artifacts."""
+
+    queryset = Job.objects.all()
+    serializer_class = JobSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        queryset = super().get_queryset().prefetch_related("artifacts")
+        for field in ("status", "kind", "architecture"):
+            value = self.request.query_params.get(field)
+            if value:
+                queryset = queryset.filter(**{field: value})
+        return queryset
+
+    @extend_schema(
+        request=JobCreateSerializer,
+        responses={201: JobSerializer},
+        parameters=[
+            OpenApiParameter("status", str, description="Filter by status"),
+            OpenApiParameter("kind", str, description="Filter by kind"),
+        ],
+    )
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        form = JobCreateSerializer(data=request.data, context={"request": request})
+        form.is_valid(raise_exception=True)
+        job = Job.submit(owner=request.user, **form.validated_data)
+        return Response(JobSerializer(job, context={"request": request}).data, status=201)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse()})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel now if queued; ask the worker to stop (it saves what it has) if running."""
+        job = self.get_object()
+        if not job.request_cancel():
+            return Response(
+                {"detail": f"The job has already ended ({job.status}); nothing to cancel."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+    @extend_schema(request=None, responses={201: JobSerializer, 409: OpenApiResponse()})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        """Submit a fresh copy of a failed or cancelled job."""
+        job = self.get_object()
+        if not job.can_retry:
+            detail = f"Only failed or cancelled jobs can be retried; this one is {job.status}."
+            return Response({"detail": detail}, status=status.HTTP_409_CONFLICT)
+        new = job.retry()
+        return Response(JobSerializer(new, context={"request": request}).data, status=201)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("series", str, description="Only this series (repeatable)", many=True),
+            OpenApiParameter(
+                "max_points",
+                int,
+                description=f"Thin each series to this many points "
+                f"(default and maximum {MAX_METRIC_POINTS})",
+            ),
+        ],
+        responses={200: dict},
+    )
+    @action(detail=True, methods=["get"])
+    def metrics(self, request: Request, pk: str | None = None) -> Response:
+        """Metric series as ``{name: [[step, value], ...]}``; thinned only when asked or huge."""
+        job = self.get_object()
+        try:
+            max_points = int(request.query_params.get("max_points", MAX_METRIC_POINTS))
+        except ValueError:
+            return Response({"detail": "max_points must be an integer."}, status=400)
+        max_points = min(max(max_points, 2), MAX_METRIC_POINTS)
+        full = job.metric_series()
+        wanted = request.query_params.getlist("series")
+        if wanted:
+            full = {name: points for name, points in full.items() if name in wanted}
+        series = {name: downsample(points, max_points) for name, points in full.items()}
+        return Response(
+            {
+                "job": job.pk,
+                "series": series,
+                "points": {name: len(points) for name, points in full.items()},
+                "downsampled": any(len(series[n]) < len(full[n]) for n in full),
+            }
+        )
+
+    @extend_schema(responses={200: ArtifactSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def artifacts(self, request: Request, pk: str | None = None) -> Response:
+        job = self.get_object()
+        return Response(
+            ArtifactSerializer(job.artifacts.all(), many=True, context={"request": request}).data
+        )
+
+    @extend_schema(responses={200: OpenApiResponse(description="The artifact file")})
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"artifacts/(?P<artifact_id>\d+)/download",
+        url_name="artifact-download",
+    )
+    def download(
+        self, request: Request, pk: str | None = None, artifact_id: str = ""
+    ) -> FileResponse:
+        job = self.get_object()
+        artifact = get_object_or_404(job.artifacts, pk=artifact_id)
+        return FileResponse(
+            artifact.file.open("rb"),
+            as_attachment=True,
+            filename=artifact.name,
+            content_type=artifact.content_type,
+        )

@@ -1,0 +1,356 @@
+"""Jobs, their metric series and their artifacts.
+
+A ``Job`` row is the source of truth for work done on a worker. The web tier creates it and
+sends only its primary key to Celery after the transaction commits; the worker claims it with a
+conditional update so a re-delivered message does nothing; every status change goes through
+:meth:`Job.update_status`, which only moves along the status machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterable
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.files import File
+from django.db import models, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from webapp.jobs.kinds import KINDS, get_kind
+
+
+class JobQuerySet(models.QuerySet):
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=Job.ACTIVE_STATUSES)
+
+    def terminal(self) -> JobQuerySet:
+        return self.filter(status__in=Job.TERMINAL_STATUSES)
+
+
+class Job(models.Model):
+    """One unit of work on a worker (inspect now; predict and train later).
+
+    Status machine: ``queued → running → succeeded | failed | cancelled``; a queued job can
+    also be cancelled or failed directly. ``progress`` is 0..1 and ``message`` is the human
+    one-liner shown while it runs; ``error`` holds the reason when it failed.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = frozenset({Status.QUEUED, Status.RUNNING})
+    TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+    TRANSITIONS: dict[str, frozenset[str]] = {
+        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED}),
+        Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
+    }
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+    )
+    kind = models.CharField(max_length=32, choices=[(k.name, k.label) for k in KINDS.values()])
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    architecture = models.ForeignKey(
+        "architectures.Architecture",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="jobs",
+    )
+    checkpoint = models.ForeignKey(
+        "checkpoints.Checkpoint",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="jobs",
+    )
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries"
+    )
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0) & models.Q(progress__lte=1),
+                name="job_progress_between_0_and_1",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} job #{self.pk} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("job-detail", args=[self.pk])
+
+    # --- reading -----------------------------------------------------------------------------
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        return self.status in {self.Status.FAILED, self.Status.CANCELLED}
+
+    @property
+    def percent(self) -> int:
+        return round(self.progress * 100)
+
+    @property
+    def duration(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+    # --- creating ----------------------------------------------------------------------------
+    @classmethod
+    def submit(
+        cls,
+        *,
+        owner: Any,
+        kind: str,
+        architecture: Any = None,
+        checkpoint: Any = None,
+        parameters: dict | None = None,
+        retry_of: Job | None = None,
+    ) -> Job:
+        """Create a queued job and send its id to Celery once the transaction commits."""
+        with transaction.atomic():
+            job = cls.objects.create(
+                owner=owner,
+                kind=kind,
+                architecture=architecture,
+                checkpoint=checkpoint,
+                parameters=parameters or {},
+                retry_of=retry_of,
+                message="Waiting for a worker",
+            )
+            transaction.on_commit(job.enqueue)
+        return job
+
+    def enqueue(self) -> None:
+        """Send this job's primary key (and nothing else) to the kind's queue."""
+        from workers.celery import app
+
+        kind = get_kind(self.kind)
+        app.send_task(kind.task, args=[self.pk], queue=kind.queue)
+
+    def retry(self) -> Job:
+        """Submit a fresh copy of a failed or cancelled job."""
+        if not self.can_retry:
+            raise ValueError(
+                f"Only failed or cancelled jobs can be retried; this one is {self.status}."
+            )
+        return Job.submit(
+            owner=self.owner,
+            kind=self.kind,
+            architecture=self.architecture,
+            checkpoint=self.checkpoint,
+            parameters=self.parameters,
+            retry_of=self,
+        )
+
+    # --- the status machine ------------------------------------------------------------------
+    def update_status(self, new: str, **fields: Any) -> bool:
+        """Move to ``new`` if the machine allows it from the *stored* status; return success.
+
+        The update is conditional in SQL, so two processes racing (a cancel and a finish, or a
+        re-delivered message) cannot both win.
+        """
+        sources = [old for old, targets in self.TRANSITIONS.items() if new in targets]
+        now = timezone.now()
+        values: dict[str, Any] = {"status": new, "updated_at": now, **fields}
+        if new == self.Status.RUNNING:
+            values.setdefault("started_at", now)
+        if new in self.TERMINAL_STATUSES:
+            values.setdefault("finished_at", now)
+        if new == self.Status.SUCCEEDED:
+            values.setdefault("progress", 1.0)
+        changed = Job.objects.filter(pk=self.pk, status__in=sources).update(**values)
+        self.refresh_from_db()
+        return bool(changed)
+
+    def claim(self, worker: str) -> bool:
+        """Take a queued job for ``worker``; False when someone else has (or it was cancelled)."""
+        return self.update_status(self.Status.RUNNING, worker=worker, message="Started")
+
+    def set_progress(self, progress: float, message: str = "") -> bool:
+        """Record progress of a running job; return whether the user asked to cancel it."""
+        values: dict[str, Any] = {"progress": min(max(progress, 0.0), 1.0)}
+        if message:
+            values["message"] = message[:500]
+        Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+            updated_at=timezone.now(), **values
+        )
+        self.refresh_from_db(fields=["progress", "message", "cancel_requested", "status"])
+        return self.cancel_requested
+
+    def succeed(self, message: str = "Done", result: dict | None = None) -> bool:
+        return self.update_status(self.Status.SUCCEEDED, message=message, result=result or {})
+
+    def fail(self, error: str, message: str = "Failed") -> bool:
+        return self.update_status(self.Status.FAILED, message=message, error=error[:20000])
+
+    def mark_cancelled(self, message: str = "Cancelled") -> bool:
+        return self.update_status(self.Status.CANCELLED, message=message)
+
+    def request_cancel(self) -> bool:
+        """Cancel: at once when still queued, cooperatively (the worker stops) when running."""
+        if self.status == self.Status.QUEUED and self.update_status(
+            self.Status.CANCELLED, cancel_requested=True, message="Cancelled before it started"
+        ):
+            return True
+        changed = Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+            cancel_requested=True, message="Cancel requested", updated_at=timezone.now()
+        )
+        self.refresh_from_db()
+        return bool(changed)
+
+    @classmethod
+    def fail_orphans(cls, worker: str, reason: str) -> int:
+        """Fail the running jobs a worker had when it died or restarted; return how many."""
+        now = timezone.now()
+        return cls.objects.filter(status=cls.Status.RUNNING, worker=worker).update(
+            status=cls.Status.FAILED,
+            error=reason,
+            message="Failed",
+            finished_at=now,
+            updated_at=now,
+        )
+
+    # --- metrics and artifacts ---------------------------------------------------------------
+    def record_metrics(self, series: str, points: Iterable[tuple[int, float]]) -> None:
+        """Store ``(step, value)`` points; an existing step is overwritten, never duplicated."""
+        rows = [MetricPoint(job=self, series=series, step=s, value=float(v)) for s, v in points]
+        MetricPoint.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["job", "series", "step"],
+            update_fields=["value"],
+        )
+
+    def metric_series(self, max_points: int | None = None) -> dict[str, list[list[float]]]:
+        """All series as ``{name: [[step, value], ...]}``, evenly thinned to ``max_points``."""
+        series: dict[str, list[list[float]]] = {}
+        for name, step, value in self.metrics.order_by("series", "step").values_list(
+            "series", "step", "value"
+        ):
+            series.setdefault(name, []).append([step, value])
+        if max_points:
+            series = {name: downsample(points, max_points) for name, points in series.items()}
+        return series
+
+    def save_artifact(
+        self, kind: str, name: str, content: IO[bytes] | bytes, content_type: str
+    ) -> Artifact:
+        """Store a file for this job; a second save under the same name replaces the first."""
+        if isinstance(content, bytes):
+            spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+            spool.write(content)
+            content = spool
+        digest = hashlib.sha256()
+        size = 0
+        content.seek(0)
+        for chunk in iter(lambda: content.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+        content.seek(0)
+        old = Artifact.objects.filter(job=self, name=name).first()
+        if old:
+            old.file.delete(save=False)
+            old.delete()
+        artifact = Artifact(
+            job=self, kind=kind, name=name, bytes=size, sha256=digest.hexdigest(),
+            content_type=content_type,
+        )  # fmt: skip
+        artifact.file.save(f"{self.pk}/{name}", File(content), save=True)
+        return artifact
+
+
+def downsample(points: list[list[float]], max_points: int) -> list[list[float]]:
+    """Keep at most ``max_points`` evenly spaced points, always including the last one."""
+    if len(points) <= max_points or max_points < 2:
+        return points
+    stride = (len(points) - 1) / (max_points - 1)
+    return [points[round(i * stride)] for i in range(max_points)]
+
+
+class MetricPoint(models.Model):
+    """One value of one named series of a job at one step (e.g. ``train_loss`` at 200)."""
+
+    def __str__(self) -> str:
+        return f"{self.series}[{self.step}] = {self.value}"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metrics")
+    series = models.CharField(max_length=64)
+    step = models.BigIntegerField()
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "series", "step"], name="metric_unique_point")
+        ]
+
+
+def artifact_path(instance: Artifact, filename: str) -> str:
+    return f"artifacts/{filename}"
+
+
+class Artifact(models.Model):
+    """A file a job produced (graph JSON, tensor table, checkpoint), with size and sha256."""
+
+    class Kind(models.TextChoices):
+        GRAPH = "graph", "Graph"
+        TENSORS = "tensors", "Tensor table"
+        CHECKPOINT = "checkpoint", "Checkpoint"
+        LOG = "log", "Log"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    file = models.FileField(upload_to=artifact_path, max_length=300)
+    bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=100, default="application/octet-stream")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="artifact_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def read_json(self) -> Any:
+        """Parse a JSON artifact (graph, tensor table) for a page or the API."""
+        import json
+
+        with self.file.open("rb") as handle:
+            return json.load(handle)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.architectures.models import Architecture
+from webapp.checkpoints.models import Checkpoint
+from webapp.core.htmx import render_page
+from webapp.jobs.charts import line_chart
+from webapp.jobs.models import Job
+
+
+def _own_job(request: HttpRequest, pk: int) -> Job:
+    return get_object_or_404(Job.objects.select_related("architecture"), pk=pk, owner=request.user)
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Jobs, architectures and checkpoints of the signed-in user."""
+    context = {
+        "jobs": Job.objects.filter(owner=request.user).select_related("architecture")[:50],
+        "architectures": Architecture.objects.filter(owner=request.user)[:50],
+        "checkpoints": Checkpoint.objects.filter(owner=request.user)[:50],
+    }
+    return render(request, "jobs/dashboard.html", context)
+
+
+@login_required
+def job_row(request: HttpRequest, pk: int) -> HttpResponse:
+    """One dashboard row; it polls itself only while the job is active."""
+    return render(request, "jobs/partials/row.html", {"job": _own_job(request, pk)})
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The job page; htmx polls fetch only its live part (status, progress, chart)."""
+    job = _own_job(request, pk)
+    context = {"job": job, "chart": line_chart(job.metric_series())}
+    return render_page(request, "jobs/detail.html", "jobs/partials/live.html", context)
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    if not job.request_cancel():
+        messages.warning(request, f"The job has already ended ({job.status}).")
+    return redirect(job)
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    if not job.can_retry:
+        messages.warning(request, "Only failed or cancelled jobs can be retried.")
+        return redirect(job)
+    return redirect(job.retry())

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from webapp.architectures import views as architectures
+from webapp.checkpoints import views as checkpoints
+from webapp.jobs import views as jobs
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+urlpatterns = [
+    path("", jobs.dashboard, name="dashboard"),
+    path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("architectures/new/", architectures.architecture_new, name="architecture-new"),
+    path("architectures/<int:pk>/", architectures.architecture_detail, name="architecture-detail"),
+    path(
+        "architectures/<int:pk>/inspect/",
+        architectures.architecture_inspect,
+        name="architecture-inspect",
+    ),
+    path("checkpoints/new/", checkpoints.checkpoint_new, name="checkpoint-new"),
+    path("checkpoints/<int:pk>/", checkpoints.checkpoint_detail, name="checkpoint-detail"),
+    path("jobs/<int:pk>/", jobs.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/row/", jobs.job_row, name="job-row"),
+    path("jobs/<int:pk>/cancel/", jobs.job_cancel, name="job-cancel"),
+    path("jobs/<int:pk>/retry/", jobs.job_retry, name="job-retry"),
+    path("api/v1/", include("webapp.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+]
+
+if settings.DEBUG:
+    from django.conf.urls.static import static
+
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
