@@ -9,7 +9,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_SOURCE = (ROOT / "webapp" / "settings.py").read_text()
-READ_BY_SETTINGS = set(re.findall(r'env(?:str|bool|int|list|bytes)\(\s*"([A-Z_]+)"', SETTINGS_SOURCE))
+ENV_READ = r'env(?:str|bool|int|list|bytes)\(\s*"([A-Z_]+)"'
+READ_BY_SETTINGS = set(re.findall(ENV_READ, SETTINGS_SOURCE))
 # Variables the processes read that are not Django settings.
 RUNTIME_VARIABLES = {"CUDA_VISIBLE_DEVICES"}
 
@@ -34,7 +35,8 @@ def test_every_variable_compose_sets_is_one_the_settings_read():
 
 def test_the_services_point_at_the_compose_database_and_broker():
     env = compose()["services"]["web"]["environment"]
-    assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"]
+    assert env["DATABASE_URL"].startswith("postgres://")
+    assert "@postgres:5432/" in env["DATABASE_URL"]
     assert env["CELERY_BROKER_URL"].startswith("redis://redis:6379")
     assert env["DEBUG"] == "0"
 

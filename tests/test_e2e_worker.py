@@ -63,7 +63,9 @@ def test_a_script_inspects_resnet18_through_the_api(api, worker):
     assert job["worker"] == worker.hostname
     graph = api.get(f"/api/v1/architectures/{architecture['id']}/graph/").json()
     assert sum(1 for node in graph["nodes"] if node["type"] == "Conv2d") == 20
-    assert api.get(f"/api/v1/architectures/{architecture['id']}/").json()["num_params"] == 11_689_512
+    assert (
+        api.get(f"/api/v1/architectures/{architecture['id']}/").json()["num_params"] == 11_689_512
+    )
     tensors = next(a for a in job["artifacts"] if a["name"] == "tensors.json")
     assert api.get(tensors["download_url"]).status_code == 200
 

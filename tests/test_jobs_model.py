@@ -79,12 +79,16 @@ def test_progress_is_clamped_to_the_unit_interval(owner):
     assert job.progress == 0.0
 
 
-def test_submit_sends_only_the_primary_key_after_commit(owner, monkeypatch, django_capture_on_commit_callbacks):
+def test_submit_sends_only_the_primary_key_after_commit(
+    owner, monkeypatch, django_capture_on_commit_callbacks
+):
     from tests.factories import zoo_architecture
     from workers.celery import app
 
     sent = []
-    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name, args, queue)))
+    monkeypatch.setattr(
+        app, "send_task", lambda name, args, queue: sent.append((name, args, queue))
+    )
     architecture = zoo_architecture(owner)
     with django_capture_on_commit_callbacks(execute=True):
         job = Job.submit(owner=owner, kind="inspect", architecture=architecture)

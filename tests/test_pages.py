@@ -72,7 +72,12 @@ def test_the_upload_page_adds_a_zoo_model_and_starts_an_inspection(browser):
     assert b"resnet18" in browser.get("/architectures/new/").content
     response = browser.post(
         "/architectures/new/",
-        {"source": "zoo", "zoo_name": "resnet18", "zoo_args": '{"num_classes": 10}', "inspect": "1"},
+        {
+            "source": "zoo",
+            "zoo_name": "resnet18",
+            "zoo_args": '{"num_classes": 10}',
+            "inspect": "1",
+        },
     )
     job = Job.objects.get()
     assert response.status_code == 302 and response.url == f"/jobs/{job.pk}/"
@@ -136,7 +141,8 @@ def test_the_architecture_page_draws_the_graph_of_an_inspected_model(browser, ow
     job.save_artifact("graph", "graph.json", json.dumps(graph).encode(), "application/json")
     job.save_artifact(
         "tensors", "tensors.json",
-        json.dumps([{"name": "fc.weight", "shape": [2, 4], "dtype": "float32", "numel": 8}]).encode(),
+        json.dumps([{"name": "fc.weight", "shape": [2, 4], "dtype": "float32", "numel": 8}])
+        .encode(),
         "application/json",
     )  # fmt: skip
     job.succeed("ok")
@@ -154,6 +160,8 @@ def test_other_peoples_pages_are_not_found(outsider_browser, owner, url):
 def test_other_people_cannot_cancel_my_job(outsider_browser, owner):
     job = queued_job(owner)
     assert outsider_browser.post(f"/jobs/{job.pk}/cancel/").status_code == 404
-    assert outsider_browser.post(f"/architectures/{job.architecture_id}/inspect/").status_code == 404
+    assert (
+        outsider_browser.post(f"/architectures/{job.architecture_id}/inspect/").status_code == 404
+    )
     job.refresh_from_db()
     assert job.status == Job.Status.QUEUED

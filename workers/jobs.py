@@ -83,11 +83,11 @@ def job_task(name: str, queue: str) -> Callable[[JobBody], Task]:
 
         task.__name__ = body.__name__
         task.__doc__ = body.__doc__
+        app.conf.task_routes = {**(app.conf.task_routes or {}), name: {"queue": queue}}
         return app.task(
             task,
             name=name,
             bind=True,
-            queue=queue,
             acks_late=True,  # a message is only gone once the job has ended
             reject_on_worker_lost=False,  # a crash fails the job; it is not re-run blindly
             max_retries=0,

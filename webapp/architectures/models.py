@@ -132,14 +132,15 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
     from django.conf import settings
     from django.db import transaction
 
-    from webapp.checkpoints.scan import CheckpointRefused, scan_export_archive
+    from webapp.checkpoints.scan import scan_export_archive
     from webapp.core.files import UploadError, check_upload, upload_path
+    from workers.common import ModelError
 
     if source == Architecture.Source.EXPORT:
         facts = check_upload(upload, (".pt2",))
         try:
             scan_export_archive(upload)
-        except CheckpointRefused as error:
+        except ModelError as error:
             raise UploadError(str(error)) from None
     elif source == Architecture.Source.PYTHON:
         if not settings.ALLOW_PYTHON_MODELS:

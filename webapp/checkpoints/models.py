@@ -58,13 +58,14 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
     """Scan and store an uploaded checkpoint; ``UploadError`` when refused, nothing stored then."""
     from django.db import transaction
 
-    from webapp.checkpoints.scan import CheckpointRefused, scan_checkpoint
+    from webapp.checkpoints.scan import scan_checkpoint
     from webapp.core.files import UploadError, check_upload, upload_path
+    from workers.common import ModelError
 
     facts = check_upload(upload, (".safetensors", ".pt", ".pth"))
     try:
         scanned = scan_checkpoint(upload, upload.name, facts.size)
-    except CheckpointRefused as error:
+    except ModelError as error:
         raise UploadError(str(error)) from None
     existing = Checkpoint.objects.filter(owner=owner, sha256=facts.sha256).first()
     if existing:

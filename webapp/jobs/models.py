@@ -305,9 +305,6 @@ def downsample(points: list[list[float]], max_points: int) -> list[list[float]]:
 class MetricPoint(models.Model):
     """One value of one named series of a job at one step (e.g. ``train_loss`` at 200)."""
 
-    def __str__(self) -> str:
-        return f"{self.series}[{self.step}] = {self.value}"
-
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metrics")
     series = models.CharField(max_length=64)
     step = models.BigIntegerField()
@@ -317,6 +314,9 @@ class MetricPoint(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["job", "series", "step"], name="metric_unique_point")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.series}[{self.step}] = {self.value}"
 
 
 def artifact_path(instance: Artifact, filename: str) -> str:

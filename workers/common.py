@@ -1,0 +1,21 @@
+"""Exceptions shared by the engine and the task adapters.
+
+This module must stay free of torch (and of Django) so that the web tier and the Celery
+adapter can import it cheaply.
+"""
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback when the user cancelled the job.
+
+    Engine code lets it propagate (after cleaning up), so the adapter can mark the job as
+    cancelled instead of failed.
+    """
+
+
+class ModelError(Exception):
+    """A problem with the user's model or input, with a message meant for humans.
+
+    The adapter shows ``str(error)`` to the user as-is, so messages must be short, specific and
+    free of internal details such as file system paths of the worker.
+    """

@@ -1,0 +1,1 @@
+"""Architecture graphs extracted from PyTorch models (module level, JSON-able)."""

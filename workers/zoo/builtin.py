@@ -1,0 +1,378 @@
+"""Small built-in model families used by the benchmarks (plain ``nn.Module`` code).
+
+Every parameter lives in a standard ``torch.nn`` layer (Linear, Conv2d, Embedding, LayerNorm) so
+that graph builders and parameter-prediction tools can read the models without special cases.
+
+Argument specifications are plain dicts (``BUILTIN_SPECS``); ``make_catalog`` copies them into
+``catalog.json`` and ``catalog.validate_args`` checks user arguments against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# One spec per family. "default_args" must satisfy "args"; "description" is shown in the UI.
+BUILTIN_SPECS: dict[str, dict[str, Any]] = {
+    "mlp": {
+        "description": "Multi-layer perceptron with ReLU activations; flattens its input first.",
+        "input_dtype": "float32",
+        "default_args": {"in_features": 784, "hidden": [128, 64], "num_classes": 10},
+        "args": {
+            "in_features": {
+                "type": "int",
+                "min": 1,
+                "max": 1_000_000,
+                "help": "Number of input features (784 means a 1x28x28 image).",
+            },
+            "hidden": {
+                "type": "list[int]",
+                "min": 1,
+                "max": 65_536,
+                "min_len": 0,
+                "max_len": 16,
+                "help": "Width of each hidden layer, input to output.",
+            },
+            "num_classes": {
+                "type": "int",
+                "min": 1,
+                "max": 100_000,
+                "help": "Number of output classes.",
+            },
+        },
+    },
+    "cnn": {
+        "description": (
+            "NiNo 'FM/16' convolutional network: 3x3 convolutions with ReLU (the first with "
+            "stride 2), global average pooling and a linear classifier (14,378 parameters "
+            "with the default arguments)."
+        ),
+        "input_dtype": "float32",
+        "default_args": {
+            "in_channels": 1,
+            "channels": [16, 32, 32],
+            "num_classes": 10,
+            "image_size": 28,
+        },
+        "args": {
+            "in_channels": {
+                "type": "int",
+                "min": 1,
+                "max": 64,
+                "help": "Channels of the input image.",
+            },
+            "channels": {
+                "type": "list[int]",
+                "min": 1,
+                "max": 4096,
+                "min_len": 1,
+                "max_len": 16,
+                "help": "Output channels of each 3x3 convolution.",
+            },
+            "num_classes": {
+                "type": "int",
+                "min": 1,
+                "max": 100_000,
+                "help": "Number of output classes.",
+            },
+            "image_size": {
+                "type": "int",
+                "min": 2,
+                "max": 1024,
+                "help": "Height and width of the (square) input image.",
+            },
+        },
+    },
+    "cnn_residual": {
+        "description": (
+            "Small ResNet-like network: a strided 3x3 stem convolution, residual blocks of two "
+            "3x3 convolutions each, global average pooling and a linear classifier."
+        ),
+        "input_dtype": "float32",
+        "default_args": {
+            "in_channels": 1,
+            "width": 16,
+            "num_blocks": 2,
+            "num_classes": 10,
+            "image_size": 28,
+        },
+        "args": {
+            "in_channels": {
+                "type": "int",
+                "min": 1,
+                "max": 64,
+                "help": "Channels of the input image.",
+            },
+            "width": {
+                "type": "int",
+                "min": 1,
+                "max": 4096,
+                "help": "Channels of every convolution.",
+            },
+            "num_blocks": {
+                "type": "int",
+                "min": 0,
+                "max": 32,
+                "help": "Number of residual blocks.",
+            },
+            "num_classes": {
+                "type": "int",
+                "min": 1,
+                "max": 100_000,
+                "help": "Number of output classes.",
+            },
+            "image_size": {
+                "type": "int",
+                "min": 2,
+                "max": 1024,
+                "help": "Height and width of the (square) input image.",
+            },
+        },
+    },
+    "transformer": {
+        "description": (
+            "GPT-2-style character-level decoder: token and learned position embeddings, "
+            "pre-LayerNorm blocks with causal self-attention and a GELU MLP, untied output head."
+        ),
+        "input_dtype": "int64",
+        "default_args": {
+            "vocab_size": 96,
+            "context": 128,
+            "d_model": 24,
+            "n_layers": 3,
+            "n_heads": 2,
+            "mlp_ratio": 4,
+        },
+        "args": {
+            "vocab_size": {
+                "type": "int",
+                "min": 2,
+                "max": 1_000_000,
+                "help": "Number of token ids.",
+            },
+            "context": {
+                "type": "int",
+                "min": 1,
+                "max": 65_536,
+                "help": "Maximum sequence length (size of the position embedding).",
+            },
+            "d_model": {
+                "type": "int",
+                "min": 1,
+                "max": 16_384,
+                "help": "Embedding width; must be divisible by n_heads.",
+            },
+            "n_layers": {
+                "type": "int",
+                "min": 0,
+                "max": 128,
+                "help": "Number of transformer blocks.",
+            },
+            "n_heads": {
+                "type": "int",
+                "min": 1,
+                "max": 256,
+                "help": "Attention heads per block.",
+            },
+            "mlp_ratio": {
+                "type": "int",
+                "min": 1,
+                "max": 16,
+                "help": "Hidden width of the MLP as a multiple of d_model.",
+            },
+        },
+    },
+}
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear+ReLU for each hidden width, then a Linear classifier."""
+
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int) -> None:
+        super().__init__()
+        widths = [in_features, *hidden]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify a batch; any trailing dimensions are flattened into features."""
+        return self.layers(torch.flatten(x, 1))
+
+
+class SmallCNN(nn.Module):
+    """The NiNo FM/16 CNN: 3x3 convs (first one strided) + ReLU, global pool, linear head.
+
+    Padding 1 keeps every spatial size valid for small images; it does not change the
+    parameter count (14,378 for channels 16-32-32, one input channel and ten classes).
+    """
+
+    def __init__(self, in_channels: int, channels: list[int], num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        fan_in = in_channels
+        for i, fan_out in enumerate(channels):
+            layers += [
+                nn.Conv2d(fan_in, fan_out, kernel_size=3, stride=2 if i == 0 else 1, padding=1),
+                nn.ReLU(),
+            ]
+            fan_in = fan_out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(fan_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify a batch of images shaped [batch, in_channels, H, W]."""
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with an identity skip connection (no normalisation)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return relu(x + conv2(relu(conv1(x))))."""
+        return self.relu(x + self.conv2(self.relu(self.conv1(x))))
+
+
+class ResidualCNN(nn.Module):
+    """Strided stem convolution, ``num_blocks`` residual blocks, global pool, linear head."""
+
+    def __init__(self, in_channels: int, width: int, num_blocks: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1)
+        self.relu = nn.ReLU()
+        self.blocks = nn.Sequential(*[ResidualBlock(width) for _ in range(num_blocks)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify a batch of images shaped [batch, in_channels, H, W]."""
+        x = self.blocks(self.relu(self.stem(x)))
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with a fused qkv projection."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend over a [batch, T, d_model] sequence, each position seeing only its past."""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        # unflatten/transpose rather than view(b, t, ...) so torch.fx can trace it without
+        # unpacking symbolic sizes.
+        heads = (self.n_heads, -1)
+        q = q.unflatten(-1, heads).transpose(1, 2)
+        k = k.unflatten(-1, heads).transpose(1, 2)
+        v = v.unflatten(-1, heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).flatten(2))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: Linear, GELU, Linear."""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP to every position independently."""
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block (GPT-2 layout)."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = FeedForward(d_model, mlp_ratio * d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual attention, then residual MLP."""
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class CharTransformer(nn.Module):
+    """GPT-2-style decoder over character ids; returns logits shaped [batch, T, vocab_size]."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context: int,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        mlp_ratio: int,
+    ) -> None:
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.pos_emb = nn.Embedding(context, d_model)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.apply(_gpt2_init)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Map token ids [batch, T] (T <= context) to next-token logits."""
+        positions = torch.arange(idx.size(1), device=idx.device)
+        x = self.tok_emb(idx) + self.pos_emb(positions)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+def _gpt2_init(module: nn.Module) -> None:
+    # GPT-2 initialises weights with N(0, 0.02) and biases with zeros; PyTorch's default
+    # (Kaiming-uniform) trains noticeably worse for small language models.
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def build_builtin(name: str, args: dict[str, Any]) -> nn.Module:
+    """Build built-in family ``name`` from complete, already validated ``args``.
+
+    Callers should go through ``workers.zoo.build.build_model``, which fills in defaults and
+    validates; this function only maps arguments to constructors.
+    """
+    if name == "mlp":
+        return MLP(args["in_features"], list(args["hidden"]), args["num_classes"])
+    if name == "cnn":
+        return SmallCNN(args["in_channels"], list(args["channels"]), args["num_classes"])
+    if name == "cnn_residual":
+        return ResidualCNN(
+            args["in_channels"], args["width"], args["num_blocks"], args["num_classes"]
+        )
+    if name == "transformer":
+        return CharTransformer(
+            args["vocab_size"],
+            args["context"],
+            args["d_model"],
+            args["n_layers"],
+            args["n_heads"],
+            args["mlp_ratio"],
+        )
+    raise KeyError(f"unknown built-in family {name!r}")
