@@ -42,10 +42,7 @@ user: migrate
 # Ctrl-C stops the site and the worker together.
 run: migrate
 	@$(PY) manage.py weightspace_user --if-missing
-	@trap 'kill 0' INT TERM; \
-	$(VENV)/bin/celery -A workers.celery worker -Q cpu,gpu -c 1 -n embedded@%h --loglevel INFO & \
-	$(PY) manage.py runserver 127.0.0.1:8000 & \
-	wait
+	$(PY) manage.py run_embedded
 
 worker: setup
 	$(VENV)/bin/celery -A workers.celery worker -Q cpu,gpu -c 1 --loglevel INFO

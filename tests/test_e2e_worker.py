@@ -108,3 +108,54 @@ def test_a_job_that_fails_on_the_worker_shows_why(api, worker, owner):
     created = api.post(f"/api/v1/architectures/{broken.pk}/inspect/").json()
     job, _ = wait_for(api, created["id"])
     assert job["status"] == "failed" and job["error"]
+
+
+SLOW_SOURCE = b"""
+import time
+import torch.nn as nn
+
+INPUT_SHAPE = (4,)
+
+
+def build_model():
+    time.sleep(15)  # long enough to be caught running
+    return nn.Linear(4, 2)
+"""
+
+
+def start_slow_python_job(api, owner) -> dict:
+    from django.core.files.base import ContentFile
+
+    from webapp.architectures.models import Architecture
+
+    slow = Architecture(owner=owner, name="slow", source="python", sha256="e" * 64)
+    slow.file.save("slow.py", ContentFile(SLOW_SOURCE), save=True)
+    created = api.post(f"/api/v1/architectures/{slow.pk}/inspect/").json()
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/v1/jobs/{created['id']}/").json()["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    return created
+
+
+def test_cancel_while_running_stops_the_job_on_the_worker(api, worker, owner):
+    created = start_slow_python_job(api, owner)
+    response = api.post(f"/api/v1/jobs/{created['id']}/cancel/")
+    assert response.status_code == 200 and response.json()["cancel_requested"]
+    job, _ = wait_for(api, created["id"], timeout=30)
+    assert job["status"] == "cancelled", job
+    assert not job["artifacts"]
+
+
+def test_a_worker_process_that_dies_leaves_the_job_failed_with_a_reason(api, worker, owner):
+    import os
+    import signal
+
+    created = start_slow_python_job(api, owner)
+    children = worker.pool_processes()
+    assert children, "the worker has no pool process"
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+    job, _ = wait_for(api, created["id"], timeout=60)
+    assert job["status"] == "failed"
+    assert "died" in job["error"], job["error"]

@@ -64,6 +64,18 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
 
+    def pool_processes(self) -> list[int]:
+        """PIDs of the worker's pool processes (its direct children), read from /proc."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended while we looked
+            if int(fields[1]) == self.process.pid:
+                children.append(int(stat.parent.name))
+        return children
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

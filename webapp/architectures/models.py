@@ -98,6 +98,7 @@ def _refuse_duplicate(owner: Any, sha256: str) -> None:
         raise UploadError(
             f"You already have this model as '{existing.name}' (architecture {existing.pk}).",
             status=409,
+            existing_url=existing.get_absolute_url(),
         )
 
 

@@ -16,6 +16,7 @@ from webapp.jobs.models import Job
 def architecture_new(request: HttpRequest) -> HttpResponse:
     """Upload page: zoo pick or file upload, with the reason shown when something is refused."""
     status = 200
+    existing_url = ""
     if request.method == "POST":
         form = ArchitectureForm(request.POST, request.FILES)
         if form.is_valid():
@@ -32,6 +33,7 @@ def architecture_new(request: HttpRequest) -> HttpResponse:
             except UploadError as error:
                 form.add_error(None, str(error))
                 status = error.status
+                existing_url = error.existing_url
             else:
                 if request.POST.get("inspect"):
                     job = Job.submit(owner=request.user, kind="inspect", architecture=architecture)
@@ -41,7 +43,12 @@ def architecture_new(request: HttpRequest) -> HttpResponse:
             status = 400
     else:
         form = ArchitectureForm(initial={"zoo_name": request.GET.get("zoo", "")})
-    return render(request, "architectures/new.html", {"form": form}, status=status)
+    return render(
+        request,
+        "architectures/new.html",
+        {"form": form, "existing_url": existing_url},
+        status=status,
+    )
 
 
 @login_required

@@ -72,6 +72,7 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
         raise UploadError(
             f"You already uploaded this file as '{existing.name}' (checkpoint {existing.pk}).",
             status=409,
+            existing_url=existing.get_absolute_url(),
         )
     checkpoint = Checkpoint(
         owner=owner,

@@ -12,6 +12,7 @@ from webapp.core.files import UploadError
 @login_required
 def checkpoint_new(request: HttpRequest) -> HttpResponse:
     status = 200
+    existing_url = ""
     if request.method == "POST":
         form = CheckpointForm(request.POST, request.FILES, owner=request.user)
         if form.is_valid():
@@ -23,13 +24,16 @@ def checkpoint_new(request: HttpRequest) -> HttpResponse:
             except UploadError as error:
                 form.add_error("file", str(error))
                 status = error.status
+                existing_url = error.existing_url
             else:
                 return redirect(checkpoint)
         else:
             status = 400
     else:
         form = CheckpointForm(owner=request.user)
-    return render(request, "checkpoints/new.html", {"form": form}, status=status)
+    return render(
+        request, "checkpoints/new.html", {"form": form, "existing_url": existing_url}, status=status
+    )
 
 
 @login_required

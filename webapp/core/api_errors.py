@@ -9,4 +9,7 @@ from webapp.core.files import UploadError
 
 def upload_error_response(error: UploadError) -> Response:
     """A 4xx response whose ``detail`` is the sentence the person needs."""
-    return Response({"detail": str(error)}, status=error.status)
+    body = {"detail": str(error)}
+    if error.existing_url:
+        body["existing"] = error.existing_url
+    return Response(body, status=error.status)

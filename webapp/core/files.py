@@ -16,9 +16,10 @@ CHUNK = 1 << 20
 class UploadError(ValueError):
     """An upload that must be refused; the message is shown to the person who sent it."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, existing_url: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.existing_url = existing_url  # for duplicates: where the earlier copy lives
 
 
 @dataclass(frozen=True)

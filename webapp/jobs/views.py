@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -11,6 +12,26 @@ from webapp.checkpoints.models import Checkpoint
 from webapp.core.htmx import render_page
 from webapp.jobs.charts import line_chart
 from webapp.jobs.models import Job
+
+
+def result_items(result: dict) -> list[tuple[str, str]]:
+    """A job's result summary as (label, text) rows: ``num_params`` → "Num params", 11,689,512."""
+    rows = []
+    for key, value in result.items():
+        if isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif isinstance(value, int):
+            text = intcomma(value)
+        elif isinstance(value, list):
+            text = (
+                " × ".join(map(str, value))
+                if key.endswith("shape")
+                else ", ".join(map(str, value)) or "none"
+            )
+        else:
+            text = str(value)
+        rows.append((key.replace("_", " ").capitalize(), text))
+    return rows
 
 
 def _own_job(request: HttpRequest, pk: int) -> Job:
@@ -38,7 +59,11 @@ def job_row(request: HttpRequest, pk: int) -> HttpResponse:
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The job page; htmx polls fetch only its live part (status, progress, chart)."""
     job = _own_job(request, pk)
-    context = {"job": job, "chart": line_chart(job.metric_series())}
+    context = {
+        "job": job,
+        "chart": line_chart(job.metric_series()),
+        "result_items": result_items(job.result),
+    }
     return render_page(request, "jobs/detail.html", "jobs/partials/live.html", context)
 
 
