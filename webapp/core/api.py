@@ -1,24 +1,9 @@
-"""Shared REST pieces: pagination with a hard maximum and owner-only querysets."""
+"""Shared REST pieces: owner-only querysets and the viewset shapes the apps use."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db.models import QuerySet
-from rest_framework.pagination import PageNumberPagination
-
-
-class Pagination(PageNumberPagination):
-    """Page-number pagination; ``page_size`` may be asked for, never above the hard maximum."""
-
-    page_size_query_param = "page_size"
-
-    @property
-    def page_size(self) -> int:  # type: ignore[override]
-        return settings.API_PAGE_SIZE
-
-    @property
-    def max_page_size(self) -> int:  # type: ignore[override]
-        return settings.API_MAX_PAGE_SIZE
+from rest_framework import mixins, viewsets
 
 
 class OwnedQuerysetMixin:
@@ -29,3 +14,17 @@ class OwnedQuerysetMixin:
     def get_queryset(self) -> QuerySet:
         queryset = super().get_queryset()  # type: ignore[misc]
         return queryset.filter(owner=self.request.user)  # type: ignore[attr-defined]
+
+
+class OwnedViewSet(
+    OwnedQuerysetMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Create, list and retrieve the requesting user's objects (no updates: rows are records)."""
+
+
+class OwnedDeletableViewSet(mixins.DestroyModelMixin, OwnedViewSet):
+    """``OwnedViewSet`` whose objects their owner may also delete."""

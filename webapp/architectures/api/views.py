@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -14,7 +14,7 @@ from webapp.architectures.api.serializers import (
     ArchitectureSerializer,
 )
 from webapp.architectures.models import Architecture, create_from_upload, create_from_zoo
-from webapp.core.api import OwnedQuerysetMixin
+from webapp.core.api import OwnedDeletableViewSet
 from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
 from webapp.jobs.api.serializers import JobSerializer
@@ -22,14 +22,7 @@ from webapp.jobs.models import Job
 from workers.zoo.catalog import load_catalog
 
 
-class ArchitectureViewSet(
-    OwnedQuerysetMixin,
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
-):
+class ArchitectureViewSet(OwnedDeletableViewSet):
     """Your architectures: zoo entries, ``torch.export`` archives and (if enabled) sources."""
 
     queryset = Architecture.objects.all()

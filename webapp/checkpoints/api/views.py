@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,19 +13,12 @@ from webapp.checkpoints.api.serializers import (
     CheckpointSerializer,
 )
 from webapp.checkpoints.models import Checkpoint, create_checkpoint
-from webapp.core.api import OwnedQuerysetMixin
+from webapp.core.api import OwnedDeletableViewSet
 from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
 
 
-class CheckpointViewSet(
-    OwnedQuerysetMixin,
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
-):
+class CheckpointViewSet(OwnedDeletableViewSet):
     """Your checkpoints. Pickles that would need full unpickling are refused on upload."""
 
     queryset = Checkpoint.objects.all()

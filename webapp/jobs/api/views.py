@@ -3,25 +3,19 @@ from __future__ import annotations
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from webapp.core.api import OwnedQuerysetMixin
+from webapp.core.api import OwnedViewSet
 from webapp.jobs.api.serializers import ArtifactSerializer, JobCreateSerializer, JobSerializer
 from webapp.jobs.models import Job, downsample
 
 MAX_METRIC_POINTS = 5000
 
 
-class JobViewSet(
-    OwnedQuerysetMixin,
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class JobViewSet(OwnedViewSet):
     """Your jobs. Create one, poll it, cancel or retry it, read its metrics and artifacts."""
 
     queryset = Job.objects.all()
