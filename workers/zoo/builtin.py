@@ -1,7 +1,8 @@
 """Small built-in model families used by the benchmarks (plain ``nn.Module`` code).
 
-Every parameter lives in a standard ``torch.nn`` layer (Linear, Conv2d, Embedding, LayerNorm) so
-that graph builders and parameter-prediction tools can read the models without special cases.
+Every parameter lives in a standard ``torch.nn`` layer (Linear, Conv2d, Embedding, LayerNorm,
+RMSNorm) so that graph builders and parameter-prediction tools can read the models without
+special cases.
 
 Argument specifications are plain dicts (``BUILTIN_SPECS``); ``make_catalog`` copies them into
 ``catalog.json`` and ``catalog.validate_args`` checks user arguments against them.
@@ -185,6 +186,66 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "llama": {
+        "description": (
+            "Llama-style decoder: token embedding, pre-RMSNorm blocks with rotary (RoPE) "
+            "grouped-query causal attention and a SwiGLU MLP, untied output head, no biases."
+        ),
+        "input_dtype": "int64",
+        "default_args": {
+            "vocab_size": 96,
+            "context": 128,
+            "d_model": 32,
+            "n_layers": 2,
+            "n_heads": 4,
+            "n_kv_heads": 2,
+            "mlp_hidden": 64,
+        },
+        "args": {
+            "vocab_size": {
+                "type": "int",
+                "min": 2,
+                "max": 1_000_000,
+                "help": "Number of token ids.",
+            },
+            "context": {
+                "type": "int",
+                "min": 1,
+                "max": 65_536,
+                "help": "Maximum sequence length (size of the rotary position table).",
+            },
+            "d_model": {
+                "type": "int",
+                "min": 2,
+                "max": 16_384,
+                "help": "Embedding width; d_model / n_heads must be even (rotary pairs).",
+            },
+            "n_layers": {
+                "type": "int",
+                "min": 0,
+                "max": 128,
+                "help": "Number of transformer blocks.",
+            },
+            "n_heads": {
+                "type": "int",
+                "min": 1,
+                "max": 256,
+                "help": "Query heads per block.",
+            },
+            "n_kv_heads": {
+                "type": "int",
+                "min": 1,
+                "max": 256,
+                "help": "Key/value heads per block (grouped-query attention); divides n_heads.",
+            },
+            "mlp_hidden": {
+                "type": "int",
+                "min": 1,
+                "max": 65_536,
+                "help": "Hidden width of the SwiGLU MLP.",
+            },
+        },
+    },
 }
 
 
@@ -346,6 +407,110 @@ class CharTransformer(nn.Module):
         return self.head(self.ln_f(x))
 
 
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    # Pairs (x1, x2) of the two halves rotate as (-x2, x1): the "rotate_half" form of RoPE.
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class LlamaAttention(nn.Module):
+    """Causal grouped-query attention with rotary position embeddings and no biases."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, context: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.head_dim = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+        # RoPE tables are derived data, not state: non-persistent buffers keep them out of
+        # checkpoints and out of the parameter graph.
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        angles = torch.outer(torch.arange(context).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend over a [batch, T, d_model] sequence, each position seeing only its past."""
+        q = self.q_proj(x).unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
+        k = self.k_proj(x).unflatten(-1, (self.n_kv_heads, -1)).transpose(1, 2)
+        v = self.v_proj(x).unflatten(-1, (self.n_kv_heads, -1)).transpose(1, 2)
+        cos, sin = self.cos[: x.size(1)], self.sin[: x.size(1)]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        # Each key/value head serves n_heads / n_kv_heads consecutive query heads.
+        groups = self.n_heads // self.n_kv_heads
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(y.transpose(1, 2).flatten(2))
+
+
+class SwiGLU(nn.Module):
+    """Llama MLP: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, hidden, bias=False)
+        self.up_proj = nn.Linear(d_model, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the gated MLP to every position independently."""
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    """Pre-RMSNorm Llama block: residual attention, then residual SwiGLU MLP."""
+
+    def __init__(
+        self, d_model: int, n_heads: int, n_kv_heads: int, mlp_hidden: int, context: int
+    ) -> None:
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(d_model, eps=1e-6)
+        self.self_attn = LlamaAttention(d_model, n_heads, n_kv_heads, context)
+        self.post_attention_layernorm = nn.RMSNorm(d_model, eps=1e-6)
+        self.mlp = SwiGLU(d_model, mlp_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual attention, then residual MLP."""
+        x = x + self.self_attn(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Llama(nn.Module):
+    """Llama-style decoder over token ids; returns logits shaped [batch, T, vocab_size]."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context: int,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        n_kv_heads: int,
+        mlp_hidden: int,
+    ) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab_size, d_model)
+        self.layers = nn.ModuleList(
+            LlamaBlock(d_model, n_heads, n_kv_heads, mlp_hidden, context) for _ in range(n_layers)
+        )
+        self.norm = nn.RMSNorm(d_model, eps=1e-6)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        self.apply(_gpt2_init)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Map token ids [batch, T] (T <= context) to next-token logits."""
+        x = self.embed_tokens(idx)
+        for layer in self.layers:
+            x = layer(x)
+        return self.lm_head(self.norm(x))
+
+
 def _gpt2_init(module: nn.Module) -> None:
     # GPT-2 initialises weights with N(0, 0.02) and biases with zeros; PyTorch's default
     # (Kaiming-uniform) trains noticeably worse for small language models.
@@ -377,5 +542,15 @@ def build_builtin(name: str, args: dict[str, Any]) -> nn.Module:
             args["n_layers"],
             args["n_heads"],
             args["mlp_ratio"],
+        )
+    if name == "llama":
+        return Llama(
+            args["vocab_size"],
+            args["context"],
+            args["d_model"],
+            args["n_layers"],
+            args["n_heads"],
+            args["n_kv_heads"],
+            args["mlp_hidden"],
         )
     raise KeyError(f"unknown built-in family {name!r}")

@@ -113,7 +113,7 @@ def builtin_input_shape(name: str, full_args: dict[str, Any]) -> list[int] | Non
     if name in ("cnn", "cnn_residual"):
         size = full_args["image_size"]
         return [full_args["in_channels"], size, size]
-    if name == "transformer":
+    if name in ("transformer", "llama"):
         return [full_args["context"]]
     return None
 
@@ -156,3 +156,14 @@ def _check_combination(entry: dict[str, Any], args: dict[str, Any]) -> None:
         raise ValueError(
             f"d_model ({args['d_model']}) must be divisible by n_heads ({args['n_heads']})."
         )
+    if entry["name"] == "llama":
+        if args["d_model"] % (2 * args["n_heads"]):
+            raise ValueError(
+                f"d_model ({args['d_model']}) must be divisible by 2 * n_heads "
+                f"({2 * args['n_heads']}): rotary embeddings rotate pairs of head dimensions."
+            )
+        if args["n_heads"] % args["n_kv_heads"]:
+            raise ValueError(
+                f"n_heads ({args['n_heads']}) must be divisible by n_kv_heads "
+                f"({args['n_kv_heads']})."
+            )
