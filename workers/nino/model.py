@@ -388,8 +388,9 @@ class NiNoModel(_NowcastModel):
         # The edge-type embedding is added after the projection, with no activation between.
         return self.edge_proj(edge_attr) + self.layer_embed(edge_type)
 
-    def forward(self, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
-                pe: Tensor) -> Tensor:
+    def forward(
+        self, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, pe: Tensor
+    ) -> Tensor:
         """Raw model output (deltas before the residual) for all edges and horizons.
 
         ``edge_index`` [2, E] (row 0 source, row 1 target), ``edge_type`` [E],
@@ -437,8 +438,9 @@ class NiNoModel(_NowcastModel):
 
         def edge_features(part: slice) -> tuple[Tensor, Tensor, Tensor]:
             src, dst = edge_index[:, part].to(device, torch.long)
-            e = self._embed_edges(edge_attr[part].to(device, dtype),
-                                  edge_type[part].to(device, torch.long))
+            e = self._embed_edges(
+                edge_attr[part].to(device, dtype), edge_type[part].to(device, torch.long)
+            )
             done = self.gnn.edge_update[: len(update_terms)]
             for edge_update, (src_table, dst_table) in zip(done, update_terms, strict=True):
                 e = edge_update.from_terms(e, src_table[src], dst_table[dst])
@@ -496,8 +498,9 @@ class WNNPlusModel(_NowcastModel):
         states = edge_attr.reshape(-1, cfg.max_feat_size, cfg.ctx)
         return self.edge_proj(states) + self.layer_embed(edge_type).unsqueeze(1)
 
-    def forward(self, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
-                pe: Tensor | None = None) -> Tensor:
+    def forward(
+        self, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, pe: Tensor | None = None
+    ) -> Tensor:
         """Raw deltas ``[E, max_feat_size, seq_len]`` (same arguments as :class:`NiNoModel`)."""
         self._check_edges(edge_index, edge_type, edge_attr)
         return self.edge_mlp(self._per_parameter(edge_type, edge_attr))
@@ -511,8 +514,10 @@ class WNNPlusModel(_NowcastModel):
         plan: _Plan,
     ) -> Iterator[tuple[slice, Tensor]]:
         for part in _chunks(edge_attr.shape[0], plan.edge_chunk):
-            hidden = self._per_parameter(edge_type[part].to(self.device, torch.long),
-                                         edge_attr[part].to(self.device, self.dtype))
+            hidden = self._per_parameter(
+                edge_type[part].to(self.device, torch.long),
+                edge_attr[part].to(self.device, self.dtype),
+            )
             delta = self.edge_mlp.forward_rows(hidden, plan.rows)
             yield part, delta if plan.rows is None else delta.squeeze(-1)
 

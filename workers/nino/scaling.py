@@ -74,8 +74,10 @@ def scale_states(
     """
     fitted = dict(scales) if scales is not None else fit_scales(states)
     scaled = [
-        {name: (w.detach() - fitted[name].mean) / (fitted[name].std + SCALE_EPS)
-         for name, w in state.items()}
+        {
+            name: (w.detach() - fitted[name].mean) / (fitted[name].std + SCALE_EPS)
+            for name, w in state.items()
+        }
         for state in states
     ]
     return scaled, fitted

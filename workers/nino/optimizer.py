@@ -1,0 +1,148 @@
+"""The nowcasting optimizer: any ``torch.optim`` optimizer, with every ``period``-th step
+replaced by a NiNo jump.
+
+Between jumps the base optimizer (Adam, AdamW, SGD …) runs as usual. Every ``period // ctx``
+steps a copy of the parameters is kept (before that step's update); at step ``period`` the last
+``ctx`` copies go through the parameter graph into NiNo, which predicts where the parameters
+will be ``k`` horizons later, and they are written into the model instead of a base update.
+No backward pass is needed for a jump step. The base optimizer's state is left as it is.
+
+Learning-rate schedulers attach to the base optimizer (``NiNo.base``) as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from workers.graphs.param_graph import build_param_graph, graph_features, params_from_features
+from workers.nino.model import NiNoModel, WNNPlusModel, load_model
+from workers.nino.scaling import horizon_at, scale_states, unscale
+
+
+@dataclass(frozen=True)
+class NowcastConfig:
+    """How often and how far to jump."""
+
+    period: int = 1000
+    ctx: int = 5
+    max_steps: int = 10_000
+    p: float = 2.0
+    edge_chunk: int | None = 1 << 16
+
+    def __post_init__(self) -> None:
+        if self.ctx < 1 or self.period % self.ctx:
+            raise ValueError(f"period ({self.period}) must be a multiple of ctx ({self.ctx}).")
+
+
+class NiNo:
+    """Wrap ``base`` so that every ``period``-th ``step()`` is a nowcast of ``model``'s weights.
+
+    ``meta_model`` is a loaded NiNo/WNN+ model or the name/path of a published checkpoint.
+    The model must be one the parameter graph supports; otherwise the graph engine's
+    ``ModelError`` names the layer it cannot represent.
+    """
+
+    def __init__(
+        self,
+        base: torch.optim.Optimizer,
+        model: nn.Module,
+        meta_model: NiNoModel | WNNPlusModel | str = "nino_no_posw",
+        config: NowcastConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.base = base
+        self.model = model
+        self.config = config or NowcastConfig(**overrides)
+        self.meta = load_model(meta_model) if isinstance(meta_model, str) else meta_model
+        if self.meta.config.ctx != self.config.ctx:
+            raise ValueError(f"This NiNo model reads {self.meta.config.ctx} context states.")
+        self.names = [name for name, _ in model.named_parameters()]
+        self.graph = build_param_graph(model)
+        # Only the GNN reads positional encodings; WNN+ looks at each parameter alone.
+        self.pe = self.graph.lpe(self.meta.config.lpe) if isinstance(self.meta, NiNoModel) else None
+        self.step_count = 0  # base steps and jumps so far
+        self.jumps = 0
+        self.history: list[dict[str, Tensor]] = []  # parameter copies on the CPU, oldest first
+
+    # --- the optimizer interface ---------------------------------------------------------
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.base.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    @property
+    def next_step_is_jump(self) -> bool:
+        """True when the coming ``step()`` is a nowcast, so the caller can skip the backward."""
+        return (self.step_count + 1) % self.config.period == 0
+
+    def step(self, closure: Any = None) -> bool:
+        """Do one step; return True when it was a NiNo jump rather than a base update."""
+        spacing = self.config.period // self.config.ctx
+        if (self.step_count + 1) % spacing == 0:
+            self._snapshot()
+        jumped = self.next_step_is_jump and len(self.history) >= self.config.ctx
+        if jumped:
+            self._jump()
+        else:
+            self.base.step(closure)
+        self.step_count += 1
+        return jumped
+
+    # --- nowcasting ----------------------------------------------------------------------
+    def _snapshot(self) -> None:
+        params = dict(self.model.named_parameters())
+        self.history.append({n: params[n].detach().to("cpu", torch.float32, copy=True)
+                             for n in self.names})  # fmt: skip
+        del self.history[: -self.config.ctx]
+
+    @torch.no_grad()
+    def nowcast(self, states: list[dict[str, Tensor]], k: int) -> dict[str, Tensor]:
+        """Predicted parameters ``k`` horizons after the last of ``states`` (oldest first)."""
+        scaled, scales = scale_states(states)
+        edge_attr = graph_features(self.graph, scaled)
+        device = next(self.meta.parameters()).device
+        predicted = self.meta.predict(
+            self.graph.edge_index.to(device),
+            self.graph.edge_type.to(device),
+            edge_attr,
+            None if self.pe is None else self.pe.to(device),
+            k,
+            edge_chunk=self.config.edge_chunk,
+        )
+        return unscale(params_from_features(self.graph, predicted.cpu()), scales)
+
+    @torch.no_grad()
+    def _jump(self) -> None:
+        k = horizon_at(self.step_count, self.config.max_steps, self.config.period, p=self.config.p)
+        predicted = self.nowcast(self.history[-self.config.ctx :], k)
+        for name, param in self.model.named_parameters():
+            param.copy_(predicted[name].to(param.device, param.dtype))
+        self.history.clear()
+        self.jumps += 1
+
+    # --- saving and resuming ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Base optimizer state plus the snapshot history, so a resumed run jumps identically."""
+        return {
+            "base": self.base.state_dict(),
+            "config": asdict(self.config),
+            "step_count": self.step_count,
+            "jumps": self.jumps,
+            "history": [dict(state) for state in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != asdict(self.config):
+            raise ValueError("The saved NiNo state was made with another configuration.")
+        self.base.load_state_dict(state["base"])
+        self.step_count = int(state["step_count"])
+        self.jumps = int(state["jumps"])
+        self.history = [
+            {n: t.to("cpu", torch.float32).clone() for n, t in s.items()} for s in state["history"]
+        ]
