@@ -159,3 +159,27 @@ def test_a_worker_process_that_dies_leaves_the_job_failed_with_a_reason(api, wor
     job, _ = wait_for(api, created["id"], timeout=60)
     assert job["status"] == "failed"
     assert "died" in job["error"], job["error"]
+
+
+def test_a_script_trains_with_nino_and_the_plain_optimizer_on_a_real_worker(api, worker):
+    architecture = api.post(
+        "/api/v1/architectures/",
+        {"source": "zoo", "zoo_name": "mlp",
+         "zoo_args": {"in_features": 40, "hidden": [32], "num_classes": 10}},
+        format="json",
+    ).json()  # fmt: skip
+    parameters = {"dataset": "mnist1d", "steps": 100, "period": 50, "eval_every": 25,
+                  "batch_size": 64, "lr": 0.003, "compare": True, "device": "cpu"}  # fmt: skip
+    created = api.post(
+        "/api/v1/jobs/",
+        {"kind": "train", "architecture": architecture["id"], "parameters": parameters},
+        format="json",
+    ).json()
+    job, _ = wait_for(api, created["id"], timeout=240)
+    assert job["status"] == "succeeded", (job["error"], worker.log()[-3000:])
+    assert job["result"]["runs"]["nino"]["nowcasts"] == 2
+    metrics = api.get(f"/api/v1/jobs/{created['id']}/metrics/").json()["series"]
+    assert [step for step, _ in metrics["nino:nowcast"]] == [50, 100]
+    assert len(metrics["plain:test_accuracy"]) == 4
+    checkpoint = next(a for a in job["artifacts"] if a["name"] == "model.safetensors")
+    assert api.get(checkpoint["download_url"]).status_code == 200

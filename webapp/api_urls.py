@@ -8,15 +8,18 @@ from rest_framework.routers import DefaultRouter
 
 from webapp.architectures.api.views import ArchitectureViewSet, ZooView
 from webapp.checkpoints.api.views import CheckpointViewSet
+from webapp.datasets.api.views import BuiltinDatasetsView, DatasetViewSet
 from webapp.jobs.api.views import JobViewSet
 
 router = DefaultRouter()
 router.register("architectures", ArchitectureViewSet, basename="api-architecture")
 router.register("checkpoints", CheckpointViewSet, basename="api-checkpoint")
+router.register("datasets", DatasetViewSet, basename="api-dataset")
 router.register("jobs", JobViewSet, basename="api-job")
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("zoo/", ZooView.as_view(), name="api-zoo"),
+    path("datasets/builtin/", BuiltinDatasetsView.as_view(), name="api-datasets-builtin"),
     path("", include(router.urls)),
 ]

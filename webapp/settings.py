@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.architectures",
     "webapp.checkpoints",
+    "webapp.datasets",
     "webapp.jobs",
 ]
 

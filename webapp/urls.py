@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from webapp.architectures import views as architectures
 from webapp.checkpoints import views as checkpoints
+from webapp.datasets import views as datasets
 from webapp.jobs import views as jobs
 
 
@@ -27,6 +28,11 @@ urlpatterns = [
         architectures.architecture_inspect,
         name="architecture-inspect",
     ),
+    path(
+        "architectures/<int:pk>/train/", architectures.architecture_train, name="architecture-train"
+    ),
+    path("datasets/new/", datasets.dataset_new, name="dataset-new"),
+    path("datasets/<int:pk>/", datasets.dataset_detail, name="dataset-detail"),
     path("checkpoints/new/", checkpoints.checkpoint_new, name="checkpoint-new"),
     path("checkpoints/<int:pk>/", checkpoints.checkpoint_detail, name="checkpoint-detail"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job-detail"),

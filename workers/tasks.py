@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 
 import workers.signals  # noqa: F401 - connects the handlers that fail lost jobs
-from workers.jobs import ProgressFn, cpu_task, local_file
+from workers.jobs import ProgressFn, cpu_task, gpu_task, local_file
 
 
 @cpu_task("weightspace.inspect")
@@ -55,3 +55,88 @@ def inspect(job: Any, progress: ProgressFn) -> tuple[str, dict]:
         "device": result.get("device", "cpu"),
     }
     return f"{result['num_params']:,} parameters in {result['num_tensors']} tensors", summary
+
+
+@gpu_task("weightspace.train")
+def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
+    """Train the job's architecture on its data set, with NiNo or another accelerator."""
+    from safetensors.torch import save as save_safetensors
+
+    from workers.common import Cancelled
+    from workers.data.uploads import check_model_fits
+    from workers.training.inputs import (
+        builtin_data,
+        load_weights,
+        model_builder,
+        uploaded_data,
+        with_weights,
+    )
+    from workers.training.job import Reporter, TrainSpec, run_training
+
+    spec = TrainSpec.from_parameters(job.parameters)
+    architecture = job.architecture
+    # Character-level windows must be as long as the model's context.
+    context = int(architecture.zoo_args.get("context", 128))
+    progress(0.01, "Loading the data set")
+    if job.parameters.get("dataset_id"):
+        from webapp.datasets.models import Dataset
+
+        dataset = Dataset.objects.get(pk=job.parameters["dataset_id"])
+        with local_file(dataset.file) as path:
+            data = uploaded_data(path, dataset.format, name=dataset.name, context=context)
+    else:
+        data = builtin_data(job.parameters["dataset"], context=context)
+    progress(0.02, "Building the model")
+    spec_source = architecture.worker_spec()
+    if architecture.file:
+        with local_file(architecture.file) as path:
+            build = model_builder(architecture.source, path=str(path))
+            model = build()  # load while the local copy exists; later builds deep-copy it
+        build = _copies_of(model)
+    else:
+        build = model_builder("zoo", spec_source["name"], spec_source["args"])
+    if job.checkpoint is not None:
+        with local_file(job.checkpoint.file) as path:
+            build = with_weights(build, load_weights(str(path), job.checkpoint.format))
+    check_model_fits(build(), data)
+
+    def stop(fraction: float, message: str) -> bool:
+        try:
+            progress(0.03 + 0.95 * fraction, message)
+        except Cancelled:
+            return True
+        return False
+
+    outcome = run_training(build, data, spec, Reporter(metrics=job.record_metrics, stop=stop))
+    job.save_artifact(
+        "checkpoint", "model.safetensors", save_safetensors(outcome.state_dict),
+        "application/octet-stream",
+    )  # fmt: skip
+    if outcome.cancelled:
+        raise Cancelled()
+    result = summarise_training(outcome.runs, data.info.to_dict(), spec.targets)
+    first = next(iter(outcome.runs.values()))
+    metric = "accuracy" if data.info.task == "classification" else "perplexity"
+    final = first["final_metrics"].get(metric)
+    return f"Trained {first['steps_done']:,} steps; test {metric} {final:.4g}", result
+
+
+def _copies_of(model: Any) -> Any:
+    import copy
+
+    return lambda: copy.deepcopy(model)
+
+
+def summarise_training(runs: dict[str, dict], data: dict, targets: list[float]) -> dict:
+    """The job's result: per run the final metrics and steps to each target, plus speed-ups."""
+    summary: dict[str, Any] = {"dataset": data, "runs": runs}
+    plain = runs.get("plain")
+    accelerated = next((label for label in runs if label != "plain"), None)
+    if plain and accelerated:
+        speedups = {}
+        for target in targets:
+            a = runs[accelerated]["steps_to_target"].get(str(float(target)))
+            b = plain["steps_to_target"].get(str(float(target)))
+            speedups[str(target)] = round(b / a, 3) if a and b else None
+        summary["speedup"] = speedups
+    return summary

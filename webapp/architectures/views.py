@@ -52,8 +52,12 @@ def architecture_new(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def architecture_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """Summary, parameter table and graph from the latest inspection."""
+def architecture_detail(
+    request: HttpRequest, pk: int, train_form: object = None, status: int = 200
+) -> HttpResponse:
+    """Summary, parameter table and graph from the latest inspection, and the train form."""
+    from webapp.jobs.forms import TrainForm
+
     architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
     inspection = architecture.latest_inspection()
     graph = tensors = layout = None
@@ -73,8 +77,42 @@ def architecture_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tensors": tensors,
         "jobs": architecture.jobs.all()[:20],
         "active_jobs": architecture.jobs.active().exists(),
+        "train_form": train_form or TrainForm(owner=request.user),
     }
-    return render(request, "architectures/detail.html", context)
+    return render(request, "architectures/detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def architecture_train(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a train job from the form on the architecture page."""
+    from rest_framework.exceptions import ValidationError
+
+    from webapp.jobs.forms import TrainForm
+    from webapp.jobs.parameters import clean_parameters
+
+    architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
+    form = TrainForm(request.POST, owner=request.user)
+    if form.is_valid():
+        try:
+            parameters = clean_parameters("train", form.parameters(), request.user)
+        except ValidationError as error:
+            form.add_error(None, _flatten(error.detail))
+        else:
+            job = Job.submit(
+                owner=request.user, kind="train", architecture=architecture, parameters=parameters
+            )
+            return redirect(job)
+    return architecture_detail(request, pk, train_form=form, status=400)
+
+
+def _flatten(detail: object) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" if k != "non_field_errors" else _flatten(v)
+                         for k, v in detail.items())  # fmt: skip
+    if isinstance(detail, list):
+        return " ".join(_flatten(item) for item in detail)
+    return str(detail)
 
 
 @login_required

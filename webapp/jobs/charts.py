@@ -1,4 +1,9 @@
-"""Server-drawn line charts for metric series (no JavaScript charting library needed)."""
+"""Server-drawn line charts for metric series (no JavaScript charting library needed).
+
+Series are named ``<run>:<metric>`` (e.g. ``nino:train_loss``, ``plain:test_accuracy``) or just
+``<metric>``; each metric gets one chart with a line per run. ``<run>:nowcast`` series are drawn
+as dashed vertical marks at the steps where a nowcast happened.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,29 @@ from webapp.jobs.models import downsample
 WIDTH, HEIGHT, PAD = 640, 220, 36
 DISPLAY_POINTS = 400
 COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"]
+MARK_SERIES = "nowcast"
 
 
-def line_chart(series: dict[str, list[list[float]]]) -> dict | None:
+def metric_charts(series: dict[str, list[list[float]]]) -> list[dict]:
+    """One chart per metric, runs as lines, nowcasts as marks; empty when there is nothing."""
+    by_metric: dict[str, dict[str, list[list[float]]]] = {}
+    marks: set[float] = set()
+    for name, points in series.items():
+        run, _, metric = name.rpartition(":")
+        if metric == MARK_SERIES:
+            marks.update(step for step, _ in points)
+            continue
+        by_metric.setdefault(metric, {})[run or metric] = points
+    charts = []
+    for metric in sorted(by_metric, key=lambda m: (not m.startswith("train"), m)):
+        chart = line_chart(by_metric[metric], sorted(marks))
+        if chart:
+            chart["title"] = metric.replace("_", " ")
+            charts.append(chart)
+    return charts
+
+
+def line_chart(series: dict[str, list[list[float]]], marks: list[float] = ()) -> dict | None:
     """Scale the series into one SVG chart; each is thinned to ``DISPLAY_POINTS`` for display."""
     finite = {name: [p for p in points if math.isfinite(p[1])] for name, points in series.items()}
     finite = {name: points for name, points in finite.items() if points}
@@ -46,5 +71,7 @@ def line_chart(series: dict[str, list[list[float]]]) -> dict | None:
     return {
         "width": WIDTH, "height": HEIGHT, "pad": PAD, "lines": lines,
         "x0": x0, "x1": x1, "y0": y0, "y1": y1,
+        "marks": [round(sx(m), 1) for m in marks if x0 <= m <= x1],
+        "mark_top": PAD, "mark_bottom": HEIGHT - PAD,
         "downsampled": any(line["shown"] < line["count"] for line in lines),
     }  # fmt: skip

@@ -32,6 +32,14 @@ KINDS: dict[str, JobKind] = {
             needs_architecture=True,
             description="Build the network, count its parameters and trace its graph.",
         ),
+        JobKind(
+            name="train",
+            label="Train",
+            task="weightspace.train",
+            queue="gpu",
+            needs_architecture=True,
+            description="Train on a data set, optionally accelerated by NiNo nowcasting.",
+        ),
     ]
 }
 

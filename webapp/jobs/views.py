@@ -10,7 +10,8 @@ from django.views.decorators.http import require_POST
 from webapp.architectures.models import Architecture
 from webapp.checkpoints.models import Checkpoint
 from webapp.core.htmx import render_page
-from webapp.jobs.charts import line_chart
+from webapp.datasets.models import Dataset
+from webapp.jobs.charts import metric_charts
 from webapp.jobs.models import Job
 
 
@@ -18,6 +19,8 @@ def result_items(result: dict) -> list[tuple[str, str]]:
     """A job's result summary as (label, text) rows: ``num_params`` → "Num params", 11,689,512."""
     rows = []
     for key, value in result.items():
+        if isinstance(value, dict):
+            continue  # nested results (a train job's runs) have their own table
         if isinstance(value, bool):
             text = "yes" if value else "no"
         elif isinstance(value, int):
@@ -45,6 +48,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "jobs": Job.objects.filter(owner=request.user).select_related("architecture")[:50],
         "architectures": Architecture.objects.filter(owner=request.user)[:50],
         "checkpoints": Checkpoint.objects.filter(owner=request.user)[:50],
+        "datasets": Dataset.objects.filter(owner=request.user)[:50],
     }
     return render(request, "jobs/dashboard.html", context)
 
@@ -61,7 +65,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _own_job(request, pk)
     context = {
         "job": job,
-        "chart": line_chart(job.metric_series()),
+        "charts": metric_charts(job.metric_series()),
         "result_items": result_items(job.result),
     }
     return render_page(request, "jobs/detail.html", "jobs/partials/live.html", context)

@@ -8,6 +8,7 @@ from webapp.architectures.models import Architecture
 from webapp.checkpoints.models import Checkpoint
 from webapp.jobs.kinds import KINDS
 from webapp.jobs.models import Artifact, Job
+from webapp.jobs.parameters import clean_parameters
 
 
 class ArtifactSerializer(serializers.ModelSerializer):
@@ -80,4 +81,11 @@ class JobCreateSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"checkpoint": f"A {kind.name} job needs a checkpoint."}
             )
+        request = self.context.get("request")
+        try:
+            attrs["parameters"] = clean_parameters(
+                kind.name, attrs.get("parameters"), request.user if request else None
+            )
+        except serializers.ValidationError as error:
+            raise serializers.ValidationError({"parameters": error.detail}) from None
         return attrs

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.core.api import OwnedDeletableViewSet
+from webapp.core.api_errors import upload_error_response
+from webapp.core.files import UploadError
+from webapp.datasets.api.serializers import DatasetCreateSerializer, DatasetSerializer
+from webapp.datasets.models import Dataset, create_dataset
+from webapp.jobs.parameters import ACCELERATORS, BUILTIN_DATASETS
+
+
+class DatasetViewSet(OwnedDeletableViewSet):
+    """Your uploaded data sets; built-in ones are listed under ``/api/v1/datasets/builtin/``."""
+
+    queryset = Dataset.objects.all()
+    serializer_class = DatasetSerializer
+
+    @extend_schema(request=DatasetCreateSerializer, responses={201: DatasetSerializer})
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        form = DatasetCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            dataset = create_dataset(
+                request.user, form.validated_data.get("name", ""), form.validated_data["file"]
+            )
+        except UploadError as error:
+            return upload_error_response(error)
+        body = DatasetSerializer(dataset, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance: Dataset) -> None:
+        instance.file.delete(save=False)
+        instance.delete()
+
+
+class BuiltinDatasetsView(APIView):
+    """The data sets every worker has, and the accelerators a train job can use."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "datasets": [{"name": k, "description": v} for k, v in BUILTIN_DATASETS.items()],
+                "accelerators": [{"name": k, "description": v} for k, v in ACCELERATORS.items()],
+            }
+        )
