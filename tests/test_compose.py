@@ -12,7 +12,7 @@ SETTINGS_SOURCE = (ROOT / "webapp" / "settings.py").read_text()
 ENV_READ = r'env(?:str|bool|int|list|bytes)\(\s*"([A-Z_]+)"'
 READ_BY_SETTINGS = set(re.findall(ENV_READ, SETTINGS_SOURCE))
 # Variables the processes read that are not Django settings.
-RUNTIME_VARIABLES = {"CUDA_VISIBLE_DEVICES"}
+RUNTIME_VARIABLES = {"CUDA_VISIBLE_DEVICES", "NINO_CHECKPOINT_DIR"}
 
 
 def compose() -> dict:
@@ -71,3 +71,9 @@ def test_the_queues_in_compose_are_the_queues_jobs_are_sent_to():
 def test_the_dockerfile_installs_the_project_and_serves_with_gunicorn():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install ." in dockerfile and "gunicorn" in dockerfile
+
+
+def test_the_runtime_variables_compose_sets_are_read_by_the_workers():
+    worker_code = "\n".join(p.read_text() for p in (ROOT / "workers").rglob("*.py"))
+    for name in RUNTIME_VARIABLES - {"CUDA_VISIBLE_DEVICES"}:  # read by CUDA itself
+        assert name in worker_code, name
