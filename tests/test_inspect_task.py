@@ -25,7 +25,17 @@ def test_inspecting_the_fm16_cnn_records_its_parameters_graph_and_tensors(owner)
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.result["num_params"] == 14_378
     assert job.progress == 1.0
-    assert {a.name for a in job.artifacts.all()} == {"graph.json", "tensors.json"}
+    assert {a.name for a in job.artifacts.all()} == {
+        "graph.json",
+        "arch_graph.json",
+        "param_graph.json",
+        "tensors.json",
+    }
+    neural = job.artifacts.get(name="param_graph.json").read_json()
+    assert (neural["nodes"], neural["edges"]) == (95, 2057)  # the published FM/16 graph
+    assert all(value is not None for *_, value in neural["edge_list"])  # with the weights
+    ghn = job.artifacts.get(name="arch_graph.json").read_json()
+    assert [n["type"] for n in ghn["nodes"]].count("conv") == 4  # three convs and the classifier
     tensors = job.artifacts.get(name="tensors.json").read_json()
     assert sum(t["numel"] for t in tensors) == 14_378
     graph = job.artifacts.get(name="graph.json").read_json()

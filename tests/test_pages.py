@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import safetensors_bytes, upload
@@ -124,30 +126,35 @@ def test_the_architecture_page_shows_how_to_inspect_before_any_job(browser, owne
     assert response.status_code == 302 and Job.objects.filter(architecture=architecture).exists()
 
 
-def test_the_architecture_page_draws_the_graph_of_an_inspected_model(browser, owner):
-    import json
+def test_the_architecture_page_shows_both_graphs_of_an_inspected_model(browser, owner):
+    from workers.inspect import ModelSpec, inspect_model
 
-    architecture = zoo_architecture(owner)
+    architecture = zoo_architecture(owner, "cnn")
+    result = inspect_model(ModelSpec(source="zoo", name="cnn"))
     job = queued_job(owner, architecture)
     job.claim("w")
-    graph = {
-        "nodes": [
-            {"id": 0, "name": "input", "op": "input", "type": "input", "params": []},
-            {"id": 1, "name": "fc", "op": "module", "type": "Linear",
-             "params": [{"name": "fc.weight", "shape": [2, 4]}]},
-        ],
-        "edges": [[0, 1]], "method": "fx", "folded": 0, "unknown_ops": [],
-    }  # fmt: skip
-    job.save_artifact("graph", "graph.json", json.dumps(graph).encode(), "application/json")
-    job.save_artifact(
-        "tensors", "tensors.json",
-        json.dumps([{"name": "fc.weight", "shape": [2, 4], "dtype": "float32", "numel": 8}])
-        .encode(),
-        "application/json",
-    )  # fmt: skip
+    for name in ("arch_graph", "param_graph"):
+        job.save_artifact("graph", f"{name}.json", json.dumps(result[name]).encode(), "x/json")
+    job.save_artifact("tensors", "tensors.json", json.dumps(result["tensors"]).encode(), "x/json")
     job.succeed("ok")
     page = browser.get(f"/architectures/{architecture.pk}/").content.decode()
-    assert "<svg" in page and "fc.weight: 2×4" in page and "2 nodes, 1 edges" in page
+    assert "<svg" in page and "features.0.weight: 16×1×3×3" in page  # hover text of a node
+    assert "By module" in page and "<details" in page  # the collapsible hierarchy
+    assert "95 neurons, 2,057 edges" in page  # NiNo's FM/16 parameter graph
+    assert (
+        browser.get(f"/api/v1/architectures/{architecture.pk}/param-graph/").json()["nodes"] == 95
+    )
+
+
+def test_the_architecture_page_says_why_nino_cannot_read_a_model(browser, owner):
+    architecture = zoo_architecture(owner, "resnet18")
+    job = queued_job(owner, architecture)
+    job.claim("w")
+    refused = {"supported": False, "reason": "Layer conv1 has a 7x7 kernel (49 positions)"}
+    job.save_artifact("graph", "param_graph.json", json.dumps(refused).encode(), "x/json")
+    job.succeed("ok")
+    page = browser.get(f"/architectures/{architecture.pk}/").content.decode()
+    assert "NiNo cannot read this model: Layer conv1 has a 7x7 kernel" in page
 
 
 @pytest.mark.parametrize("url", ["/jobs/{job}/", "/jobs/{job}/row/", "/architectures/{arch}/"])

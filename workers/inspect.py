@@ -63,6 +63,9 @@ class ModelSpec:
     input_shape: list[int] | None = None
 
 
+SMALL_MODEL_PARAMS = 200_000
+
+
 def _no_progress(fraction: float, message: str) -> None:
     pass
 
@@ -128,8 +131,11 @@ def _inspect_zoo(spec: ModelSpec, progress: ProgressFn) -> dict[str, Any]:
     dtype = torch.long if entry["input_dtype"] == "int64" else torch.float32
 
     progress(0.1, "building model")
-    model = build_model(spec.name, spec.args, device="meta")
-    example = _example((2, *shape), dtype, "meta")
+    # Small models are built for real, so the parameter graph can list edges with their
+    # (freshly initialised) weights; big ones on the meta device, which costs no memory.
+    first = "cpu" if entry["num_params"] <= SMALL_MODEL_PARAMS else "meta"
+    model = build_model(spec.name, spec.args, device=first)
+    example = _example((2, *shape), dtype, first)
     try:
         return inspect_module(model, example, progress)
     except Cancelled:
@@ -187,8 +193,10 @@ def inspect_module(model: Any, example: Any, progress: ProgressFn = _no_progress
 
     progress(0.5, "counting parameters")
     tensors = parameter_table(model)
-    progress(0.7, "tracing graph")
+    progress(0.6, "tracing graph")
     graph = module_graph(model, example)
+    progress(0.75, "building the architecture and parameter graphs")
+    graphs = neural_graphs(model, example)
     progress(1.0, "done")
     on_gpu = any(p.is_cuda for p in model.parameters()) or (
         isinstance(example, torch.Tensor) and example.is_cuda
@@ -200,8 +208,25 @@ def inspect_module(model: Any, example: Any, progress: ProgressFn = _no_progress
         "layers": layer_summary(model),
         "input_shape": list(example.shape[1:]),
         "graph": graph,
+        **graphs,
         "device": "cuda" if on_gpu else "cpu",
     }
+
+
+def neural_graphs(model: Any, example: Any = None) -> dict[str, Any]:
+    """The GHN architecture graph and the NiNo parameter-graph summary, as JSON documents.
+
+    Either may be impossible for a given model; then its document says why (``error`` or
+    ``supported: false``) instead of failing the inspection.
+    """
+    from workers.graphs.arch_graph import architecture_graph
+    from workers.graphs.summary import param_graph_summary
+
+    try:
+        arch = architecture_graph(model, example).to_json()
+    except Exception as exc:  # noqa: BLE001 - reported on the page, the inspection goes on
+        arch = {"error": f"The architecture graph could not be built: {_last_line(exc)}"}
+    return {"arch_graph": arch, "param_graph": param_graph_summary(model)}
 
 
 def inspect_exported(path: str) -> dict[str, Any]:
@@ -236,6 +261,7 @@ def inspect_exported(path: str) -> dict[str, Any]:
         "layers": layers_from_graph(graph),
         "input_shape": _exported_input_shape(ep, graph),
         "graph": graph,
+        **neural_graphs(ep.module()),
         "device": "cpu",
     }
 
@@ -420,6 +446,8 @@ def _checked_result(result: Any) -> dict[str, Any]:
         "layers": dict,
         "input_shape": list,
         "graph": dict,
+        "arch_graph": dict,
+        "param_graph": dict,
         "device": str,
     }
     if not isinstance(result, dict) or any(

@@ -35,9 +35,14 @@ def inspect(job: Any, progress: ProgressFn) -> tuple[str, dict]:
         result = inspect_model(
             ModelSpec(source=spec["source"], name=spec["name"], args=spec["args"]), progress
         )
-    progress(0.95, "Saving the graph and the tensor table")
+    progress(0.95, "Saving the graphs and the tensor table")
     graph = result["graph"]
-    job.save_artifact("graph", "graph.json", json.dumps(graph).encode(), "application/json")
+    for name, document in [
+        ("graph.json", graph),
+        ("arch_graph.json", result["arch_graph"]),
+        ("param_graph.json", result["param_graph"]),
+    ]:
+        job.save_artifact("graph", name, json.dumps(document).encode(), "application/json")
     job.save_artifact(
         "tensors", "tensors.json", json.dumps(result["tensors"]).encode(), "application/json"
     )
@@ -52,6 +57,12 @@ def inspect(job: Any, progress: ProgressFn) -> tuple[str, dict]:
         "graph_edges": len(graph.get("edges", [])),
         "graph_method": graph.get("method"),
         "unknown_ops": graph.get("unknown_ops", []),
+        "ghn_graph_nodes": len(result["arch_graph"].get("nodes", [])),
+        "parameter_graph": (
+            f"{result['param_graph']['nodes']:,} neurons, {result['param_graph']['edges']:,} edges"
+            if result["param_graph"].get("supported")
+            else "not supported"
+        ),
         "device": result.get("device", "cpu"),
     }
     return f"{result['num_params']:,} parameters in {result['num_tensors']} tensors", summary

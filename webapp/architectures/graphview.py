@@ -27,7 +27,7 @@ def layout_graph(graph: dict) -> Layout | None:
     nodes = graph.get("nodes", [])
     if not nodes or len(nodes) > MAX_DRAWN_NODES:
         return None
-    ids = [node["id"] for node in nodes]
+    ids = [node.get("id", index) for index, node in enumerate(nodes)]
     children: dict[int, list[int]] = defaultdict(list)
     indegree = dict.fromkeys(ids, 0)
     for src, dst in graph.get("edges", []):
@@ -47,19 +47,19 @@ def layout_graph(graph: dict) -> Layout | None:
                 queue.append(child)
     if seen != len(ids):  # a cycle: fall back to listing order
         depth = {node_id: index for index, node_id in enumerate(ids)}
-    layers: dict[int, list[dict]] = defaultdict(list)
-    for node in nodes:
-        layers[depth[node["id"]]].append(node)
+    layers: dict[int, list[tuple[int, dict]]] = defaultdict(list)
+    for node_id, node in zip(ids, nodes, strict=True):
+        layers[depth[node_id]].append((node_id, node))
     widest = max(len(layer) for layer in layers.values())
     width = widest * (NODE_W + GAP_X) + GAP_X
     placed: dict[int, dict] = {}
     for level, layer in layers.items():
         offset = (width - len(layer) * (NODE_W + GAP_X) + GAP_X) / 2
-        for index, node in enumerate(layer):
+        for index, (node_id, node) in enumerate(layer):
             x = offset + index * (NODE_W + GAP_X)
             y = GAP_Y + level * (NODE_H + GAP_Y)
             label = node.get("name") or node.get("type", "")
-            placed[node["id"]] = {
+            placed[node_id] = {
                 "x": x,
                 "y": y,
                 "cx": x + NODE_W / 2,
@@ -86,7 +86,36 @@ def layout_graph(graph: dict) -> Layout | None:
 def _title(node: dict) -> str:
     parts = [f"{node.get('name', '')} ({node.get('type', '')})"]
     for param in node.get("params", []):
-        parts.append(f"{param['name']}: {'×'.join(str(d) for d in param['shape'])}")
+        name, shape = (param["name"], param["shape"]) if isinstance(param, dict) else param
+        parts.append(f"{name}: {'×'.join(str(d) for d in shape)}")
     if node.get("out_shape"):
         parts.append("out: " + "×".join(str(d) for d in node["out_shape"]))
     return "\n".join(parts)
+
+
+def hierarchy(graph: dict) -> list[dict]:
+    """Nodes grouped by module path (stages → blocks → layers) for a collapsible view.
+
+    Returns a forest of ``{"name", "children", "nodes", "count"}``; ``nodes`` are the graph
+    nodes whose module is exactly that path, ``count`` all nodes below it.
+    """
+    root: dict = {"name": "", "children": {}, "nodes": [], "count": 0}
+    for node in graph.get("nodes", []):
+        path = [part for part in (node.get("module") or "").split(".") if part]
+        current = root
+        current["count"] += 1
+        for depth in range(len(path)):
+            name = ".".join(path[: depth + 1])
+            current = current["children"].setdefault(
+                name, {"name": name, "children": {}, "nodes": [], "count": 0}
+            )
+            current["count"] += 1
+        current["nodes"].append(node)
+
+    def freeze(entry: dict) -> dict:
+        return {**entry, "children": [freeze(child) for child in entry["children"].values()]}
+
+    top = freeze(root)
+    # Nodes outside every module (input, functional ops) come first, as their own group.
+    loose = {"name": "(model)", "children": [], "nodes": top["nodes"], "count": len(top["nodes"])}
+    return ([loose] if top["nodes"] else []) + top["children"]

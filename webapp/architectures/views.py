@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.architectures.forms import ArchitectureForm
-from webapp.architectures.graphview import MAX_DRAWN_NODES, layout_graph
+from webapp.architectures.graphview import MAX_DRAWN_NODES, hierarchy, layout_graph
 from webapp.architectures.models import Architecture, create_from_upload, create_from_zoo
 from webapp.core.files import UploadError
 from webapp.jobs.models import Job
@@ -60,21 +60,22 @@ def architecture_detail(
 
     architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
     inspection = architecture.latest_inspection()
-    graph = tensors = layout = None
+    documents: dict[str, object] = {}
     if inspection:
-        by_name = {a.name: a for a in inspection.artifacts.all()}
-        if "graph.json" in by_name:
-            graph = by_name["graph.json"].read_json()
-            layout = layout_graph(graph)
-        if "tensors.json" in by_name:
-            tensors = by_name["tensors.json"].read_json()
+        for artifact in inspection.artifacts.all():
+            if artifact.name in ("arch_graph.json", "param_graph.json", "tensors.json"):
+                documents[artifact.name] = artifact.read_json()
+    graph = documents.get("arch_graph.json")
+    drawable = isinstance(graph, dict) and "nodes" in graph
     context = {
         "architecture": architecture,
         "inspection": inspection,
         "graph": graph,
-        "layout": layout,
+        "layout": layout_graph(graph) if drawable else None,
+        "tree": hierarchy(graph) if drawable else [],
+        "neural": documents.get("param_graph.json"),
         "max_drawn": MAX_DRAWN_NODES,
-        "tensors": tensors,
+        "tensors": documents.get("tensors.json"),
         "jobs": architecture.jobs.all()[:20],
         "active_jobs": architecture.jobs.active().exists(),
         "train_form": train_form or TrainForm(owner=request.user),

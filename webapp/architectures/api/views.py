@@ -82,8 +82,15 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
     @extend_schema(responses={200: dict})
     @action(detail=True, methods=["get"])
     def graph(self, request: Request, pk: str | None = None) -> Response:
-        """The module-level graph JSON from the latest inspect job."""
-        return self._latest_artifact_json("graph.json")
+        """The architecture graph (GHN primitives, data flow, module paths) of the latest
+        inspection."""
+        return self._latest_artifact_json("arch_graph.json")
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"], url_path="param-graph", url_name="param-graph")
+    def param_graph(self, request: Request, pk: str | None = None) -> Response:
+        """The parameter graph NiNo reads: counts, and for small models every edge."""
+        return self._latest_artifact_json("param_graph.json")
 
     @extend_schema(responses={200: dict})
     @action(detail=True, methods=["get"])
