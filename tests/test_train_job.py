@@ -79,7 +79,7 @@ class TestParameters:
         assert "Start training" in page and "Fashion-MNIST" in page
         form = {"dataset": "builtin:mnist1d", "accelerator": "nino", "compare": "on",
                 "optimizer": "adamw", "lr": "0.003", "batch_size": "64", "steps": "100",
-                "eval_every": "20", "targets": "0.3, 0.4"}  # fmt: skip
+                "eval_every": "20", "period": "50", "targets": "0.3, 0.4"}  # fmt: skip
         response = browser.post(f"/architectures/{architecture.pk}/train/", form)
         job = Job.objects.get(kind="train")
         assert response.status_code == 302 and response.url == f"/jobs/{job.pk}/"

@@ -23,6 +23,9 @@ class TrainForm(forms.Form):
     batch_size = forms.IntegerField(initial=128)
     steps = forms.IntegerField(initial=10_000)
     eval_every = forms.IntegerField(initial=100, label="Evaluate every")
+    period = forms.IntegerField(
+        initial=1000, label="Nowcast every", help_text="steps (a multiple of 5; published: 1000)"
+    )
     targets = forms.CharField(
         required=False, initial="0.88, 0.885, 0.895",
         help_text="Comma-separated accuracies (or perplexities) to report steps-to-target for",
