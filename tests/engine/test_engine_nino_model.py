@@ -369,3 +369,26 @@ def test_invalid_chunk_sizes_and_ratios_are_refused(nino: NiNoModel, graph: dict
         nino.predict(**graph, k=1, edge_chunk=0)
     with pytest.raises(ValueError, match="edge_sample_ratio"):
         nino.predict(**graph, k=1, edge_sample_ratio=0.0)
+
+
+def test_nino_is_equivariant_to_relabelling_the_neurons(
+    nino: NiNoModel, graph: dict[str, torch.Tensor]
+) -> None:
+    """Renumbering the nodes (with their positional encodings) and reordering the edges gives
+    the same prediction for every edge, reordered the same way: the model sees a graph, not an
+    order."""
+    generator = torch.Generator().manual_seed(0)
+    num_nodes = graph["pe"].shape[0]
+    node_perm = torch.randperm(num_nodes, generator=generator)  # new label of node i
+    edge_perm = torch.randperm(graph["edge_index"].shape[1], generator=generator)
+    with torch.no_grad():
+        out = nino(graph["edge_index"], graph["edge_type"], graph["edge_attr"], graph["pe"])
+        relabelled_pe = torch.empty_like(graph["pe"])
+        relabelled_pe[node_perm] = graph["pe"]
+        moved = nino(
+            node_perm[graph["edge_index"]][:, edge_perm],
+            graph["edge_type"][edge_perm],
+            graph["edge_attr"][edge_perm],
+            relabelled_pe,
+        )
+    assert torch.allclose(moved, out[edge_perm], atol=1e-5)
