@@ -119,3 +119,38 @@ def test_the_first_fm16_jump_matches_the_published_one_with_our_own_encodings(ni
     eigenspaces, so ours differ; the jump they give differs by 0.25% (measured; once ~1%
     under load, where the eigensolver picked another basis)."""
     assert first_fm16_jump_error(nino_model, golden, use_golden_pe=False) < 0.02
+
+
+@needs_checkpoint
+def test_learning_rate_schedulers_drive_the_base_optimizer(nino_model):
+    model = build_model("mlp", {"in_features": 8, "hidden": [16], "num_classes": 3})
+    optimizer = NiNo(torch.optim.SGD(model.parameters(), lr=0.1), model, nino_model,
+                     NowcastConfig(period=10, max_steps=20))  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer.base, step_size=5, gamma=0.5)
+    for _ in range(10):
+        if not optimizer.next_step_is_jump:
+            model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+    assert optimizer.jumps == 1
+
+
+@needs_checkpoint
+def test_a_decoder_transformer_gets_nowcast_too(nino_model):
+    args = {"vocab_size": 16, "context": 8, "d_model": 8, "n_layers": 1, "n_heads": 2}
+    model = build_model("transformer", args)
+    optimizer = NiNo(torch.optim.AdamW(model.parameters(), lr=1e-3), model, nino_model,
+                     NowcastConfig(period=10, max_steps=20))  # fmt: skip
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tokens = torch.randint(0, 16, (4, 8))
+    for _ in range(10):
+        if not optimizer.next_step_is_jump:
+            logits = model(tokens)
+            nn.functional.cross_entropy(logits.reshape(-1, 16), tokens.reshape(-1)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert optimizer.jumps == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
