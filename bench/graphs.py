@@ -1,10 +1,11 @@
-"""Parameter-graph benchmark: ``.venv/bin/python bench/graphs.py``.
+"""Graph benchmark: ``.venv/bin/python bench/graphs.py``.
 
 For each model, in a fresh subprocess (so peak memory of one model never mixes with another's):
-build the model on the meta device, build its parameter graph and measure wall time and the
-growth of peak resident memory (``ru_maxrss``) during the build. Small models are also built
-with real values to time edge features (5 states) and the Laplacian PE (8 eigenvectors).
-Prints a table and writes ``bench/results/graphs.json``.
+build the model on the meta device, build its parameter graph (NiNo) and measure wall time and
+the growth of peak resident memory (``ru_maxrss``) during the build. Small models are also built
+with real values to time edge features (5 states) and the Laplacian PE (8 eigenvectors). Then
+the architecture graph (GHN) is traced on the meta model: nodes, virtual edges, time.
+Prints two tables and writes ``bench/results/graphs.json``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def measure(case: str) -> dict[str, Any]:
         "args": args,
         "params": sum(p.numel() for p in model.parameters()),
     }
+    row.update(measure_architecture_graph(model, name, args))
     before = _maxrss_mb()
     start = time.perf_counter()
     try:
@@ -106,6 +108,23 @@ def measure(case: str) -> dict[str, Any]:
         graph.lpe(8)
         row["lpe_s"] = round(time.perf_counter() - start, 3)
     return row
+
+
+def measure_architecture_graph(model: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Trace the GHN architecture graph of a meta-device model; time it."""
+    from workers.graphs.arch_graph import architecture_graph
+    from workers.zoo.build import example_input
+
+    example = example_input(name, args, device="meta")
+    start = time.perf_counter()
+    graph = architecture_graph(model, example)
+    return {
+        "arch_s": round(time.perf_counter() - start, 3),
+        "arch_nodes": graph.n_nodes,
+        "arch_edges": int(graph.edges.shape[0]),
+        "arch_virtual": int(graph.distances.shape[0]),
+        "arch_unknown_ops": len(graph.unknown_ops),
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -151,11 +170,20 @@ def main() -> None:
         cells = [_fmt(row.get(h)) for h in header]
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
 
+    print()
+    header = ("model", "params", "arch_nodes", "arch_edges", "arch_virtual", "arch_s")
+    widths = [22, 12, 10, 10, 12, 7]
+    print("architecture graph (GHN):")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        cells = [_fmt(row.get(h)) for h in header]
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+
     import torch
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "benchmark": "param_graph",
+        "benchmark": "graphs",
         "machine": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -165,7 +193,9 @@ def main() -> None:
         "notes": (
             "build_s and peak_mb cover build_param_graph on a meta-device model (no PE); "
             "peak_mb is the growth of the subprocess's peak RSS during the build; graph_mb is "
-            "the size of edge_index + edge_type; features_s: 5 states; lpe_s: 8 eigenvectors."
+            "the size of edge_index + edge_type; features_s: 5 states; lpe_s: 8 eigenvectors; "
+            "arch_*: the GHN architecture graph traced on the meta model (arch_virtual: "
+            "shortest-path pairs within distance 50)."
         ),
         "results": rows,
     }
