@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (installed when missing and we are root).
-APT_PACKAGES := python3-venv dataset-fashion-mnist
+APT_PACKAGES := python3-venv dataset-fashion-mnist chromium
 export DEBUG ?= 1
 
 .PHONY: help setup system-deps run worker web user migrate test test-slow test-all lint bench clean

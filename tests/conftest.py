@@ -14,6 +14,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.worker_process import WorkerProcess
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -66,6 +68,28 @@ def browser(client, owner):
 def outsider_browser(client, outsider):
     client.force_login(outsider)
     return client
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, tmp_path_factory):
+    """A real Celery worker process on the test database and the configured broker."""
+    from django.db import connection
+
+    from workers.celery import app, ensure_broker_folders
+
+    ensure_broker_folders()
+    with app.connection_for_write() as conn:  # drop messages left by an earlier run
+        for queue in ("cpu", "gpu"):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - a queue that does not exist yet is empty
+                pass
+    process = WorkerProcess(connection.settings_dict, tmp_path_factory.mktemp("worker") / "log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
 
 
 def stored_files(root: str | Path) -> list[Path]:

@@ -7,31 +7,9 @@ import time
 import pytest
 
 from tests.conftest import export_bytes, upload
-from tests.worker_process import WorkerProcess
 from webapp.jobs.models import Job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="session")
-def worker(django_db_setup, tmp_path_factory):
-    from django.db import connection
-
-    from workers.celery import app, ensure_broker_folders
-
-    ensure_broker_folders()
-    with app.connection_for_write() as conn:  # drop messages left by an earlier run
-        for queue in ("cpu", "gpu"):
-            try:
-                conn.default_channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 - a queue that does not exist yet is empty
-                pass
-    process = WorkerProcess(connection.settings_dict, tmp_path_factory.mktemp("worker") / "log")
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
 
 
 def wait_for(api, job_id: int, timeout: float = 180) -> tuple[dict, list[str]]:
