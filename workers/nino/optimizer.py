@@ -32,6 +32,9 @@ class NowcastConfig:
     max_steps: int = 10_000
     p: float = 2.0
     edge_chunk: int | None = 1 << 16
+    # Edge features of graphs above this many edges are held in float16 (halving the largest
+    # buffer of a nowcast); each chunk is computed in float32 by the model.
+    half_features_above: int = 10_000_000
 
     def __post_init__(self) -> None:
         if self.ctx < 1 or self.period % self.ctx:
@@ -105,7 +108,10 @@ class NiNo:
     def nowcast(self, states: list[dict[str, Tensor]], k: int) -> dict[str, Tensor]:
         """Predicted parameters ``k`` horizons after the last of ``states`` (oldest first)."""
         scaled, scales = scale_states(states)
+        if self.graph.num_edges > self.config.half_features_above:
+            scaled = [{n: t.half() for n, t in state.items()} for state in scaled]
         edge_attr = graph_features(self.graph, scaled)
+        del scaled
         device = next(self.meta.parameters()).device
         predicted = self.meta.predict(
             self.graph.edge_index.to(device),
