@@ -92,6 +92,29 @@ def worker(django_db_setup, tmp_path_factory):
         process.stop()
 
 
+def cancel_at_progress_report(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Make the person press Cancel (through the model, as the page does) just before the
+    worker's ``n``-th progress report of the next job, so the job sees it mid-run."""
+    import workers.jobs
+    from webapp.jobs.models import Job
+
+    real_reporter = workers.jobs._progress_reporter
+
+    def reporter(running_job):
+        report = real_reporter(running_job)
+        calls = {"n": 0}
+
+        def progress(fraction, message=""):
+            calls["n"] += 1
+            if calls["n"] == n:
+                Job.objects.get(pk=running_job.pk).request_cancel()
+            report(fraction, message)
+
+        return progress
+
+    monkeypatch.setattr(workers.jobs, "_progress_reporter", reporter)
+
+
 def stored_files(root: str | Path) -> list[Path]:
     """Every file under a storage root (empty when nothing was stored)."""
     path = Path(root)

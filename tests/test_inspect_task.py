@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import cancel_at_progress_report
 from tests.factories import zoo_architecture
 from webapp.architectures.models import Architecture
 from webapp.jobs.models import Job
@@ -68,24 +69,8 @@ def test_a_task_that_raises_leaves_the_job_failed_with_the_error(owner, settings
 
 def test_cancel_while_running_ends_the_job_cancelled(owner, monkeypatch):
     """The user presses cancel after the worker started; the next progress report stops it."""
-    import workers.jobs
-
     job = Job.objects.create(owner=owner, kind="inspect", architecture=zoo_architecture(owner))
-    real_reporter = workers.jobs._progress_reporter
-
-    def reporter_that_sees_a_cancel(running_job):
-        report = real_reporter(running_job)
-        calls = {"n": 0}
-
-        def progress(fraction, message=""):
-            calls["n"] += 1
-            if calls["n"] == 2:  # the person clicks "Cancel" on the page mid-run
-                Job.objects.get(pk=running_job.pk).request_cancel()
-            report(fraction, message)
-
-        return progress
-
-    monkeypatch.setattr(workers.jobs, "_progress_reporter", reporter_that_sees_a_cancel)
+    cancel_at_progress_report(monkeypatch, 2)
     job = run_inspect(job)
     assert job.status == Job.Status.CANCELLED
     assert job.cancel_requested and job.finished_at is not None

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from tests.conftest import upload
+from tests.conftest import cancel_at_progress_report, upload
 from tests.factories import zoo_architecture
 from webapp.jobs.models import Job
 
@@ -156,23 +156,7 @@ def test_a_model_that_does_not_fit_the_data_fails_before_training(owner):
 
 @pytest.mark.django_db(transaction=True)
 def test_cancel_mid_run_saves_a_checkpoint_and_ends_cancelled(owner, monkeypatch):
-    import workers.jobs
-
-    real_reporter = workers.jobs._progress_reporter
-
-    def reporter_that_sees_a_cancel(running_job):
-        report = real_reporter(running_job)
-        calls = {"n": 0}
-
-        def progress(fraction, message=""):
-            calls["n"] += 1
-            if calls["n"] == 4:  # a few steps in, the person presses Cancel
-                Job.objects.get(pk=running_job.pk).request_cancel()
-            report(fraction, message)
-
-        return progress
-
-    monkeypatch.setattr(workers.jobs, "_progress_reporter", reporter_that_sees_a_cancel)
+    cancel_at_progress_report(monkeypatch, 4)
     architecture = zoo_architecture(owner, "mlp", MLP_1D)
     job = run_train(owner, architecture, full_parameters(owner, steps=2000))
     assert job.status == Job.Status.CANCELLED, job.error

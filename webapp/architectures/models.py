@@ -91,15 +91,11 @@ def _zoo_digest(zoo_name: str, args: dict) -> str:
 
 
 def _refuse_duplicate(owner: Any, sha256: str) -> None:
-    from webapp.core.files import UploadError
+    from webapp.core.files import refuse_duplicate
 
-    existing = Architecture.objects.filter(owner=owner, sha256=sha256).first()
-    if existing:
-        raise UploadError(
-            f"You already have this model as '{existing.name}' (architecture {existing.pk}).",
-            status=409,
-            existing_url=existing.get_absolute_url(),
-        )
+    refuse_duplicate(
+        owner.architectures, sha256, "You already have this model as '{name}' (architecture {pk})."
+    )
 
 
 def create_from_zoo(owner: Any, name: str, zoo_name: str, args: dict | None) -> Architecture:
@@ -131,10 +127,9 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
     allowed Python models. Raises ``UploadError``; on any error nothing is stored.
     """
     from django.conf import settings
-    from django.db import transaction
 
     from webapp.checkpoints.scan import scan_export_archive
-    from webapp.core.files import UploadError, check_upload, upload_path
+    from webapp.core.files import UploadError, check_upload, save_with_upload
     from workers.common import ModelError
 
     if source == Architecture.Source.EXPORT:
@@ -169,12 +164,5 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
         sha256=facts.sha256,
         file_bytes=facts.size,
     )
-    path = upload_path(f"architectures/{owner.pk}", facts.sha256, upload.name)
-    architecture.file.save(path, upload, save=False)
-    try:
-        with transaction.atomic():
-            architecture.save()
-    except Exception:
-        architecture.file.delete(save=False)  # leave nothing half-stored
-        raise
+    save_with_upload(architecture, upload, f"architectures/{owner.pk}")
     return architecture

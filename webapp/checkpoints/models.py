@@ -56,10 +56,13 @@ class Checkpoint(models.Model):
 
 def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = None) -> Checkpoint:
     """Scan and store an uploaded checkpoint; ``UploadError`` when refused, nothing stored then."""
-    from django.db import transaction
-
     from webapp.checkpoints.scan import scan_checkpoint
-    from webapp.core.files import UploadError, check_upload, upload_path
+    from webapp.core.files import (
+        UploadError,
+        check_upload,
+        refuse_duplicate,
+        save_with_upload,
+    )
     from workers.common import ModelError
 
     facts = check_upload(upload, (".safetensors", ".pt", ".pth"))
@@ -67,13 +70,11 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
         scanned = scan_checkpoint(upload, upload.name, facts.size)
     except ModelError as error:
         raise UploadError(str(error)) from None
-    existing = Checkpoint.objects.filter(owner=owner, sha256=facts.sha256).first()
-    if existing:
-        raise UploadError(
-            f"You already uploaded this file as '{existing.name}' (checkpoint {existing.pk}).",
-            status=409,
-            existing_url=existing.get_absolute_url(),
-        )
+    refuse_duplicate(
+        owner.checkpoints,
+        facts.sha256,
+        "You already uploaded this file as '{name}' (checkpoint {pk}).",
+    )
     checkpoint = Checkpoint(
         owner=owner,
         name=name or upload.name,
@@ -86,14 +87,5 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
         sha256=facts.sha256,
         architecture=architecture,
     )
-    upload.seek(0)
-    checkpoint.file.save(
-        upload_path(f"checkpoints/{owner.pk}", facts.sha256, upload.name), upload, save=False
-    )
-    try:
-        with transaction.atomic():
-            checkpoint.save()
-    except Exception:
-        checkpoint.file.delete(save=False)
-        raise
+    save_with_upload(checkpoint, upload, f"checkpoints/{owner.pk}")
     return checkpoint

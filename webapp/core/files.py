@@ -8,6 +8,7 @@ from typing import IO
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.db import models, transaction
 from django.template.defaultfilters import filesizeformat
 
 CHUNK = 1 << 20
@@ -61,3 +62,30 @@ def upload_path(prefix: str, sha256: str, filename: str) -> str:
     """Storage path for an upload: content-addressed so two owners never overwrite each other."""
     suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
     return f"{prefix}/{sha256[:2]}/{sha256}.{suffix}"
+
+
+def refuse_duplicate(queryset: models.QuerySet, sha256: str, sentence: str) -> None:
+    """409 when the owner's ``queryset`` already holds this content.
+
+    ``sentence`` is formatted with the earlier copy's ``name`` and ``pk``.
+    """
+    existing = queryset.filter(sha256=sha256).first()
+    if existing:
+        raise UploadError(
+            sentence.format(name=existing.name, pk=existing.pk),
+            status=409,
+            existing_url=existing.get_absolute_url(),
+        )
+
+
+def save_with_upload(instance: models.Model, upload: UploadedFile, folder: str) -> None:
+    """Store ``upload`` in ``instance.file`` and then the row; if the row cannot be saved the
+    file is removed again, so a failed upload leaves nothing half-stored."""
+    upload.seek(0)
+    instance.file.save(upload_path(folder, instance.sha256, upload.name), upload, save=False)
+    try:
+        with transaction.atomic():
+            instance.save()
+    except Exception:
+        instance.file.delete(save=False)
+        raise

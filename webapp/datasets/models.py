@@ -56,21 +56,15 @@ class Dataset(models.Model):
 
 def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
     """Check and store an uploaded data set; ``UploadError`` when refused, nothing stored then."""
-    from django.db import transaction
-
-    from webapp.core.files import UploadError, check_upload, upload_path
+    from webapp.core.files import UploadError, check_upload, refuse_duplicate, save_with_upload
     from workers.common import ModelError
     from workers.data.checks import inspect_dataset_file
 
     facts = check_upload(upload, (".npz", ".txt"))
     fmt = Dataset.Format.NPZ if upload.name.lower().endswith(".npz") else Dataset.Format.TEXT
-    existing = Dataset.objects.filter(owner=owner, sha256=facts.sha256).first()
-    if existing:
-        raise UploadError(
-            f"You already uploaded this file as '{existing.name}' (data set {existing.pk}).",
-            status=409,
-            existing_url=existing.get_absolute_url(),
-        )
+    refuse_duplicate(
+        owner.datasets, facts.sha256, "You already uploaded this file as '{name}' (data set {pk})."
+    )
     try:
         with _local_path(upload) as path:
             summary = inspect_dataset_file(path, fmt)
@@ -84,16 +78,7 @@ def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
         sha256=facts.sha256,
         summary=summary,
     )
-    upload.seek(0)
-    dataset.file.save(
-        upload_path(f"datasets/{owner.pk}", facts.sha256, upload.name), upload, save=False
-    )
-    try:
-        with transaction.atomic():
-            dataset.save()
-    except Exception:
-        dataset.file.delete(save=False)
-        raise
+    save_with_upload(dataset, upload, f"datasets/{owner.pk}")
     return dataset
 
 
