@@ -135,6 +135,10 @@ ALLOW_PYTHON_MODELS = envbool("ALLOW_PYTHON_MODELS", False)
 PYTHON_MODEL_TIME_LIMIT = envint("PYTHON_MODEL_TIME_LIMIT", 60, minimum=1)
 PYTHON_MODEL_MEMORY_MB = envint("PYTHON_MODEL_MEMORY_MB", 4096, minimum=256)
 
+# Converted GHN files (``{"state_dict", "config"}``, see workers/ghn/convert.py) the predict job
+# offers, by file name; the web process lists the folder, workers read it.
+GHN_CHECKPOINT_DIR = Path(envstr("GHN_CHECKPOINT_DIR", str(VAR_DIR / "ghn")))
+
 # --- REST API -------------------------------------------------------------------------------
 API_PAGE_SIZE = envint("API_PAGE_SIZE", 25, minimum=1)
 API_MAX_PAGE_SIZE = envint("API_MAX_PAGE_SIZE", 200, minimum=1)

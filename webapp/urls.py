@@ -31,6 +31,11 @@ urlpatterns = [
     path(
         "architectures/<int:pk>/train/", architectures.architecture_train, name="architecture-train"
     ),
+    path(
+        "architectures/<int:pk>/predict/",
+        architectures.architecture_predict,
+        name="architecture-predict",
+    ),
     path("datasets/new/", datasets.dataset_new, name="dataset-new"),
     path("datasets/<int:pk>/", datasets.dataset_detail, name="dataset-detail"),
     path("checkpoints/new/", checkpoints.checkpoint_new, name="checkpoint-new"),

@@ -78,7 +78,6 @@ def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     from workers.training.inputs import (
         builtin_data,
         load_weights,
-        model_builder,
         uploaded_data,
         with_weights,
     )
@@ -98,14 +97,7 @@ def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     else:
         data = builtin_data(job.parameters["dataset"], context=context)
     progress(0.02, "Building the model")
-    spec_source = architecture.worker_spec()
-    if architecture.file:
-        with local_file(architecture.file) as path:
-            build = model_builder(architecture.source, path=str(path))
-            model = build()  # load while the local copy exists; later builds deep-copy it
-        build = _copies_of(model)
-    else:
-        build = model_builder("zoo", spec_source["name"], spec_source["args"])
+    build = _model_builder(architecture)
     if job.checkpoint is not None:
         with local_file(job.checkpoint.file) as path:
             build = with_weights(build, load_weights(str(path), job.checkpoint.format))
@@ -151,3 +143,107 @@ def summarise_training(runs: dict[str, dict], data: dict, targets: list[float]) 
             speedups[str(target)] = round(b / a, 3) if a and b else None
         summary["speedup"] = speedups
     return summary
+
+
+@gpu_task("weightspace.predict")
+def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
+    """Predict the architecture's parameters with a GHN; store them and what was covered."""
+    import torch
+    from safetensors.torch import save as save_safetensors
+
+    from workers.ghn.run import predict_into
+    from workers.training.inputs import builtin_data
+    from workers.training.loop import evaluate, resolve_device
+
+    parameters = job.parameters
+    ghn_path = settings.GHN_CHECKPOINT_DIR / f"{parameters['ghn']}.pt"
+    progress(0.05, "Building the model")
+    build = _model_builder(job.architecture)
+    device = resolve_device("auto")
+    torch.manual_seed(0)
+    model = build()
+    progress(0.2, f"Predicting its parameters with {parameters['ghn']}")
+    example = None
+    if job.architecture.source == "zoo":
+        from workers.zoo.build import example_input
+
+        example = example_input(job.architecture.zoo_name, job.architecture.zoo_args)
+    report = predict_into(model, ghn_path, example, device=str(device))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    content = save_safetensors(state)
+    job.save_artifact("checkpoint", "predicted.safetensors", content, "application/octet-stream")
+    job.save_artifact(
+        "log", "prediction_report.json", json.dumps(report).encode(), "application/json"
+    )
+    result: dict[str, Any] = {
+        "ghn": parameters["ghn"],
+        "predicted_tensors": len(report["predicted"]),
+        "not_predicted_tensors": len(report["not_predicted"]),
+        "predicted_params": report["n_params_predicted"],
+        "total_params": report["n_params_total"],
+        "prediction_seconds": report["seconds"],
+    }
+    if parameters.get("evaluate_on"):
+        from workers.data.uploads import check_model_fits
+
+        progress(0.6, f"Evaluating on {parameters['evaluate_on']}")
+        data = builtin_data(parameters["evaluate_on"])
+        check_model_fits(model, data)
+        torch.manual_seed(0)
+        random_model = build().to(device)
+        for label, candidate in (("predicted", model), ("random", random_model)):
+            metrics = evaluate(candidate, data, device=device)
+            result[f"accuracy_{label}"] = round(metrics.get("accuracy", float("nan")), 4)
+    if parameters.get("then_train"):
+        progress(0.9, "Starting training from the prediction")
+        result["train_job"] = _train_from_prediction(job, content, parameters["then_train"])
+    covered = f"{report['n_params_predicted']:,} of {report['n_params_total']:,} parameters"
+    return f"Predicted {covered} in {report['seconds']:.2f} s", result
+
+
+def _model_builder(architecture: Any) -> Any:
+    """A builder for the architecture's network (zoo entry or a checked ``.pt2``)."""
+    from workers.training.inputs import model_builder
+
+    if not architecture.file:
+        return model_builder("zoo", architecture.zoo_name, architecture.zoo_args)
+    with local_file(architecture.file) as path:
+        model = model_builder(architecture.source, path=str(path))()
+    return _copies_of(model)
+
+
+def _train_from_prediction(job: Any, content: bytes, parameters: dict) -> int:
+    """Store the prediction as a checkpoint of the person's and queue a train job from it."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+
+    from webapp.checkpoints.models import Checkpoint
+    from webapp.checkpoints.scan import scan_safetensors
+    from webapp.jobs.models import Job
+
+    facts = scan_safetensors(ContentFile(content), len(content))
+    sha256 = hashlib.sha256(content).hexdigest()
+    checkpoint = Checkpoint.objects.filter(owner=job.owner, sha256=sha256).first()
+    if checkpoint is None:
+        checkpoint = Checkpoint(
+            owner=job.owner,
+            name=f"{job.architecture.name} · predicted by {job.parameters['ghn']}",
+            format=Checkpoint.Format.SAFETENSORS,
+            num_tensors=facts.num_tensors,
+            num_elements=facts.num_elements,
+            tensors=facts.tensors,
+            file_bytes=len(content),
+            sha256=sha256,
+            architecture=job.architecture,
+        )
+        checkpoint.file.save(f"checkpoints/{job.owner_id}/{sha256}.safetensors",
+                             ContentFile(content), save=True)  # fmt: skip
+    train = Job.submit(
+        owner=job.owner,
+        kind="train",
+        architecture=job.architecture,
+        checkpoint=checkpoint,
+        parameters=parameters,
+    )
+    return train.pk

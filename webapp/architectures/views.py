@@ -53,10 +53,14 @@ def architecture_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def architecture_detail(
-    request: HttpRequest, pk: int, train_form: object = None, status: int = 200
+    request: HttpRequest,
+    pk: int,
+    train_form: object = None,
+    predict_form: object = None,
+    status: int = 200,
 ) -> HttpResponse:
-    """Summary, parameter table and graph from the latest inspection, and the train form."""
-    from webapp.jobs.forms import TrainForm
+    """Summary, parameter table and graphs from the latest inspection; train and predict."""
+    from webapp.jobs.forms import PredictForm, TrainForm
 
     architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
     inspection = architecture.latest_inspection()
@@ -79,6 +83,7 @@ def architecture_detail(
         "jobs": architecture.jobs.all()[:20],
         "active_jobs": architecture.jobs.active().exists(),
         "train_form": train_form or TrainForm(owner=request.user),
+        "predict_form": predict_form or PredictForm(),
     }
     return render(request, "architectures/detail.html", context, status=status)
 
@@ -105,6 +110,30 @@ def architecture_train(request: HttpRequest, pk: int) -> HttpResponse:
             )
             return redirect(job)
     return architecture_detail(request, pk, train_form=form, status=400)
+
+
+@login_required
+@require_POST
+def architecture_predict(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a predict job from the form on the architecture page."""
+    from rest_framework.exceptions import ValidationError
+
+    from webapp.jobs.forms import PredictForm
+    from webapp.jobs.parameters import clean_parameters
+
+    architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
+    form = PredictForm(request.POST)
+    if form.is_valid():
+        try:
+            parameters = clean_parameters("predict", form.parameters(), request.user)
+        except ValidationError as error:
+            form.add_error(None, _flatten(error.detail))
+        else:
+            job = Job.submit(
+                owner=request.user, kind="predict", architecture=architecture, parameters=parameters
+            )
+            return redirect(job)
+    return architecture_detail(request, pk, predict_form=form, status=400)
 
 
 def _flatten(detail: object) -> str:

@@ -55,3 +55,30 @@ class TrainForm(forms.Form):
         if data["accelerator"] == "none":
             data["compare"] = False
         return data
+
+
+class PredictForm(forms.Form):
+    """The predict form on the architecture page."""
+
+    ghn = forms.ChoiceField(label="Hypernetwork")
+    evaluate_on = forms.ChoiceField(
+        required=False,
+        label="Measure accuracy on",
+        choices=[("", "— no evaluation —"), *BUILTIN_DATASETS.items()],
+    )
+    then_train = forms.BooleanField(
+        required=False, label="Then train from the prediction with NiNo (on that data set)"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from webapp.jobs.parameters import available_ghns
+
+        super().__init__(*args, **kwargs)
+        self.fields["ghn"].choices = [(name, name) for name in available_ghns()]
+
+    def parameters(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        then_train = data.pop("then_train")
+        if then_train:
+            data["then_train"] = {"dataset": data.get("evaluate_on") or "fashion_mnist"}
+        return data

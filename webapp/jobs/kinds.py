@@ -40,6 +40,14 @@ KINDS: dict[str, JobKind] = {
             needs_architecture=True,
             description="Train on a data set, optionally accelerated by NiNo nowcasting.",
         ),
+        JobKind(
+            name="predict",
+            label="Predict",
+            task="weightspace.predict",
+            queue="gpu",
+            needs_architecture=True,
+            description="Predict all parameters with a Graph HyperNetwork, in one pass.",
+        ),
     ]
 }
 

@@ -6,6 +6,7 @@ one take no parameters.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rest_framework import serializers
@@ -74,7 +75,50 @@ class TrainParameters(serializers.Serializer):
         return attrs
 
 
-PARAMETERS: dict[str, type[serializers.Serializer]] = {"train": TrainParameters}
+def available_ghns() -> list[str]:
+    """Names of the converted GHN files installed in ``GHN_CHECKPOINT_DIR``."""
+    from django.conf import settings
+
+    folder = Path(settings.GHN_CHECKPOINT_DIR)
+    return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+
+
+class PredictParameters(serializers.Serializer):
+    """Which GHN predicts, and what to do with the prediction."""
+
+    ghn = serializers.CharField(max_length=100)
+    evaluate_on = serializers.ChoiceField(
+        choices=["", *BUILTIN_DATASETS], default="", required=False,
+        help_text="A built-in data set to measure accuracy with predicted vs random parameters.",
+    )  # fmt: skip
+    then_train = serializers.DictField(
+        required=False, allow_null=True, default=None,
+        help_text="Train parameters: start a train job from the predicted checkpoint.",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, owner: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+
+    def validate_ghn(self, value: str) -> str:
+        installed = available_ghns()
+        if value not in installed:
+            listing = ", ".join(installed) or "none are installed (see GHN_CHECKPOINT_DIR)"
+            raise serializers.ValidationError(f"Unknown GHN {value!r}; available: {listing}.")
+        return value
+
+    def validate_then_train(self, value: Any) -> Any:
+        if value is None:
+            return None
+        train = TrainParameters(data=value, owner=self.owner)
+        train.is_valid(raise_exception=True)
+        return dict(train.validated_data)
+
+
+PARAMETERS: dict[str, type[serializers.Serializer]] = {
+    "train": TrainParameters,
+    "predict": PredictParameters,
+}
 
 
 def clean_parameters(kind: str, raw: Any, owner: Any) -> dict[str, Any]:

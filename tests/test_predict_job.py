@@ -1,0 +1,80 @@
+"""The predict job: a GHN installed by the operator predicts an architecture's parameters; the
+prediction is stored, reported, evaluated against random initialisation, and can start a
+train job. (Our own meta-trained GHN is not there yet; these tests install a small GHN-3 with
+random weights, which exercises the whole path — its predictions are not meant to be good.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.factories import zoo_architecture
+from webapp.jobs.models import Job
+
+MLP_1D = {"in_features": 40, "hidden": [32], "num_classes": 10}
+
+
+@pytest.fixture
+def installed_ghn(settings, tmp_path):
+    from workers.ghn import GHN3, GHN3Config
+
+    torch.manual_seed(0)
+    config = GHN3Config(hid=16, max_shape=(16, 16, 3, 3), num_classes=10, heads=2, layers=1)
+    ghn = GHN3(config)
+    settings.GHN_CHECKPOINT_DIR = tmp_path / "ghn"
+    settings.GHN_CHECKPOINT_DIR.mkdir()
+    torch.save(
+        {"state_dict": ghn.state_dict(), "config": config.to_dict()},
+        settings.GHN_CHECKPOINT_DIR / "tiny-ghn3.pt",
+    )
+    return "tiny-ghn3"
+
+
+@pytest.mark.django_db
+def test_an_unknown_ghn_is_refused_and_the_installed_ones_are_named(api, owner, installed_ghn):
+    architecture = zoo_architecture(owner, "cnn")
+    response = api.post(
+        "/api/v1/jobs/",
+        {"kind": "predict", "architecture": architecture.pk, "parameters": {"ghn": "ghn3xlm16"}},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "tiny-ghn3" in str(response.json()["parameters"])
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_page_explains_how_to_install_a_ghn_when_there_is_none(
+    browser, owner, settings, tmp_path
+):
+    settings.GHN_CHECKPOINT_DIR = tmp_path / "empty"
+    architecture = zoo_architecture(owner, "cnn")
+    page = browser.get(f"/architectures/{architecture.pk}/").content.decode()
+    assert "No hypernetwork is installed" in page and "workers.ghn.convert" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prediction_is_stored_evaluated_and_trained_from(owner, installed_ghn, browser):
+    from safetensors.torch import load
+
+    from workers.tasks import predict
+
+    architecture = zoo_architecture(owner, "mlp", MLP_1D)
+    response = browser.post(
+        f"/architectures/{architecture.pk}/predict/",
+        {"ghn": installed_ghn, "evaluate_on": "mnist1d", "then_train": "on"},
+    )
+    job = Job.objects.get(kind="predict")
+    assert response.status_code == 302 and response.url == f"/jobs/{job.pk}/"
+    predict.apply(args=[job.pk])
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["predicted_params"] == job.result["total_params"] == 1642
+    assert 0 <= job.result["accuracy_predicted"] <= 1 and 0 <= job.result["accuracy_random"] <= 1
+    weights = load(job.artifacts.get(name="predicted.safetensors").file.read())
+    assert set(weights) == {"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"}
+    train = Job.objects.get(pk=job.result["train_job"])
+    assert train.kind == "train" and train.checkpoint.architecture == architecture
+    assert train.parameters["dataset"] == "mnist1d"
+    page = browser.get(f"/jobs/{job.pk}/").content.decode()
+    assert f"Follow the training (job #{train.pk})" in page
