@@ -163,3 +163,12 @@ def test_cancel_mid_run_saves_a_checkpoint_and_ends_cancelled(owner, monkeypatch
     assert job.artifacts.filter(name="model.safetensors").exists()
     steps = [step for step, _ in job.metric_series()["nino:train_loss"]]
     assert steps and max(steps) < 2000
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("accelerator", ["ours", "wnn"])
+def test_our_own_nino_and_the_wnn_baseline_accelerate_too(owner, accelerator):
+    architecture = zoo_architecture(owner, "mlp", MLP_1D)
+    job = run_train(owner, architecture, full_parameters(owner, accelerator=accelerator))
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["runs"][accelerator]["nowcasts"] == 3

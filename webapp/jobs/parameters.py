@@ -20,6 +20,7 @@ BUILTIN_DATASETS: dict[str, str] = {
 ACCELERATORS: dict[str, str] = {
     "none": "None: the plain optimizer",
     "nino": "NiNo, published checkpoint (nino_no_posw)",
+    "ours": "NiNo, our own meta-trained weights (small; see workers/nino/weights/manifest.json)",
     "wnn": "WNN+, published per-parameter baseline (nino_mlp)",
 }
 

@@ -76,15 +76,23 @@ def _published_name(path: Path) -> str | None:
     return name if name in PUBLISHED_CHECKPOINTS else None
 
 
-def resolve_checkpoint(path_or_name: str | os.PathLike[str]) -> Path:
-    """Turn a file path or a published checkpoint name into an existing file path.
+#: The project's own meta-trained NiNo, committed with its manifest (see ``metatrain``).
+OURS_NAME = "nino_ours"
+OURS_PATH = Path(__file__).resolve().parent / "weights" / "nino_ours.pt"
 
-    An existing path wins; otherwise the name (with ``.pt`` added when missing) is looked up
-    in :func:`checkpoint_dir`. Raises :class:`CheckpointNotFoundError` naming both places.
+
+def resolve_checkpoint(path_or_name: str | os.PathLike[str]) -> Path:
+    """Turn a file path or a checkpoint name into an existing file path.
+
+    An existing path wins; ``"nino_ours"`` is our committed model; otherwise the name (with
+    ``.pt`` added when missing) is looked up in :func:`checkpoint_dir`. Raises
+    :class:`CheckpointNotFoundError` naming both places.
     """
     given = Path(path_or_name).expanduser()
     if given.is_file():
         return given
+    if str(path_or_name) == OURS_NAME and OURS_PATH.is_file():
+        return OURS_PATH
     directory = checkpoint_dir()
     candidate = directory / (given.name if given.suffix == ".pt" else f"{given.name}.pt")
     if candidate.is_file():

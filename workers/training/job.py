@@ -22,6 +22,7 @@ from workers.training.loop import Callbacks, make_optimizer, resolve_device, tra
 ACCELERATOR_CHECKPOINTS: dict[str, str | None] = {
     "none": None,
     "nino": "nino_no_posw",
+    "ours": "nino_ours",
     "wnn": "nino_mlp",
 }
 
