@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -92,48 +94,38 @@ def architecture_detail(
 @require_POST
 def architecture_train(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a train job from the form on the architecture page."""
-    from rest_framework.exceptions import ValidationError
-
     from webapp.jobs.forms import TrainForm
-    from webapp.jobs.parameters import clean_parameters
 
-    architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
-    form = TrainForm(request.POST, owner=request.user)
-    if form.is_valid():
-        try:
-            parameters = clean_parameters("train", form.parameters(), request.user)
-        except ValidationError as error:
-            form.add_error(None, _flatten(error.detail))
-        else:
-            job = Job.submit(
-                owner=request.user, kind="train", architecture=architecture, parameters=parameters
-            )
-            return redirect(job)
-    return architecture_detail(request, pk, train_form=form, status=400)
+    return _submit_from_form(request, pk, "train", TrainForm(request.POST, owner=request.user))
 
 
 @login_required
 @require_POST
 def architecture_predict(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a predict job from the form on the architecture page."""
+    from webapp.jobs.forms import PredictForm
+
+    return _submit_from_form(request, pk, "predict", PredictForm(request.POST))
+
+
+def _submit_from_form(request: HttpRequest, pk: int, kind: str, form: Any) -> HttpResponse:
+    """Validate a job form with the API's parameter rules; submit, or show the page again."""
     from rest_framework.exceptions import ValidationError
 
-    from webapp.jobs.forms import PredictForm
     from webapp.jobs.parameters import clean_parameters
 
     architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
-    form = PredictForm(request.POST)
     if form.is_valid():
         try:
-            parameters = clean_parameters("predict", form.parameters(), request.user)
+            parameters = clean_parameters(kind, form.parameters(), request.user)
         except ValidationError as error:
             form.add_error(None, _flatten(error.detail))
         else:
             job = Job.submit(
-                owner=request.user, kind="predict", architecture=architecture, parameters=parameters
+                owner=request.user, kind=kind, architecture=architecture, parameters=parameters
             )
             return redirect(job)
-    return architecture_detail(request, pk, predict_form=form, status=400)
+    return architecture_detail(request, pk, **{f"{kind}_form": form}, status=400)
 
 
 def _flatten(detail: object) -> str:
