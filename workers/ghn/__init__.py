@@ -8,10 +8,12 @@
   unpickler and converting them to ``{"state_dict", "config"}`` files that
   ``torch.load(weights_only=True)`` reads (:func:`load_ghn`).
 
+* :mod:`.metatrain` — meta-training our own GHN on Fashion-MNIST (``ghn_ours.pt``).
+
 Typical use::
 
-    ghn = load_ghn("ghn3tm8.pt")          # a converted file
-    report = predict_parameters(ghn, model)
+    ghn = load_ghn("workers/ghn/weights/ghn_ours.pt")   # ours, or a converted official file
+    model, report = ghn.predict(model, torch.zeros(1, 1, 28, 28))
 """
 
 from .convert import GHNFileError, RestrictedUnpickler, convert_official, load_official_state_dict
@@ -23,6 +25,7 @@ from .predict import (
     node_shapes,
     normalise,
     predict_parameters,
+    predict_tensors,
 )
 
 __all__ = [
@@ -41,4 +44,5 @@ __all__ = [
     "node_shapes",
     "normalise",
     "predict_parameters",
+    "predict_tensors",
 ]

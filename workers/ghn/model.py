@@ -454,6 +454,35 @@ class GHN3(nn.Module):
         u = self.decoder_1d(x)
         return self.bias_class(u) if classifier_bias else u
 
+    def predict(
+        self,
+        model: nn.Module,
+        example: Tensor | None = None,
+        *,
+        skip_classifier: bool = False,
+    ) -> tuple[nn.Module, Any]:
+        """``model`` with its parameters predicted (in place, no gradient) and the report.
+
+        ``example`` is an input batch for tracing the graph (default: an ImageNet-sized
+        image); pass e.g. ``torch.zeros(1, 1, 28, 28)`` for a Fashion-MNIST model. The
+        report (:class:`workers.ghn.predict.PredictionReport`) lists what was not predicted
+        and why. Typical use::
+
+            ghn = load_ghn("workers/ghn/weights/ghn_ours.pt")
+            model, report = ghn.predict(torchvision.models.resnet18(num_classes=10))
+        """
+        from workers.ghn.predict import predict_parameters
+        from workers.graphs.arch_graph import architecture_graph
+
+        was_training = self.training
+        self.eval()
+        try:
+            graph = architecture_graph(model, example)
+            report = predict_parameters(self, model, graph, skip_classifier=skip_classifier)
+        finally:
+            self.train(was_training)
+        return model, report
+
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> GHN3:
         """Build from ``{"state_dict", "config"}`` (config optional) and load it strictly."""

@@ -237,21 +237,25 @@ def _decode_group(ghn: GHN3, key: Key, x: Tensor) -> Tensor:
     return ghn.decode_conv(x, key[0], key[1], (key[2], key[3]))
 
 
-@torch.no_grad()
-def predict_parameters(
+def predict_tensors(
     ghn: GHN3,
     model: nn.Module,
     graph: ArchGraph | None = None,
     *,
     record: dict[str, Any] | None = None,
-) -> PredictionReport:
-    """Predict ``model``'s parameters with ``ghn`` and copy them into the model in place.
+    shape_ind: Tensor | None = None,
+    skip_classifier: bool = False,
+) -> tuple[dict[str, Tensor], PredictionReport]:
+    """The GHN's prediction for ``model``'s parameters, as a dict of new tensors.
 
+    Nothing is written into the model, and gradients flow back into the GHN, which is how
+    meta-training uses it (``torch.func.functional_call(model, tensors, x)``).
     ``graph`` defaults to ``architecture_graph(model)`` (one forward pass on random input,
-    which draws from the global RNG). Parameter objects, buffers (BatchNorm running stats)
-    and the train/eval mode are kept; only parameter values change. When ``record`` is a dict
-    it receives the GHN intermediates (see ``GHN3.forward``) and ``raw[node]``, the raw
-    decoder output of each parameter node.
+    which draws from the global RNG); ``shape_ind`` may be passed to skip recomputing the
+    shape embedding rows of a graph seen before. ``skip_classifier`` leaves the classifier
+    (the graph's last weight and bias) out, for a model whose head is trained on another task.
+    When ``record`` is a dict it receives the GHN intermediates (see ``GHN3.forward``) and
+    ``raw[node]``, the raw decoder output of each parameter node.
     """
     if graph is None:
         graph = architecture_graph(model)
@@ -262,7 +266,8 @@ def predict_parameters(
     report.n_params_total = sum(p.numel() for p in params.values())
 
     shapes = node_shapes(model, graph, report.notes)
-    shape_ind = torch.tensor([ghn.shape_enc.indices(s) for s in shapes], dtype=torch.long)
+    if shape_ind is None:
+        shape_ind = torch.tensor([ghn.shape_enc.indices(s) for s in shapes], dtype=torch.long)
     x = ghn(graph.primitive_idx(), shape_ind, graph.adjacency(), record)
 
     # The published models find the classifier by position: the last two nodes.
@@ -273,17 +278,18 @@ def predict_parameters(
             continue
         shape = shapes[i]
         assert shape is not None
-        key = decoder_key(
-            shape,
-            ghn.max_shape,
-            last_weight=i == n - 2 and ".weight" in node.name,
-            last_bias=i == n - 1 and ".bias" in node.name,
-        )
+        last_weight = i == n - 2 and ".weight" in node.name
+        last_bias = i == n - 1 and ".bias" in node.name
+        if skip_classifier and (last_weight or last_bias):
+            for name, _ in node.params:
+                report.not_predicted[name] = "the classifier, skipped on request"
+            continue
+        key = decoder_key(shape, ghn.max_shape, last_weight=last_weight, last_bias=last_bias)
         report.decoder_keys[i] = key
         groups.setdefault(key, []).append(i)
     report.groups = list(groups.items())
 
-    written: set[str] = set()
+    tensors: dict[str, Tensor] = {}
     for key, nodes in report.groups:
         raw = _decode_group(ghn, key, x[nodes])
         for b, i in enumerate(nodes):
@@ -302,13 +308,36 @@ def predict_parameters(
                 else:
                     pred = raw[b]
                 value = normalise(fit_shape(pred, tuple(param.shape)), _is_bias(name))
-                param.copy_(value)
-                written.add(name)
+                tensors[name] = value.to(param.dtype)
                 report.predicted.append(name)
 
     covered_reason = "no graph node stands for it (its module type is not supported by the GHN)"
     for name in params:
-        if name not in written and name not in report.not_predicted:
+        if name not in tensors and name not in report.not_predicted:
             report.not_predicted[name] = covered_reason
-    report.n_params_predicted = sum(params[name].numel() for name in written)
+    report.n_params_predicted = sum(params[name].numel() for name in tensors)
+    return tensors, report
+
+
+@torch.no_grad()
+def predict_parameters(
+    ghn: GHN3,
+    model: nn.Module,
+    graph: ArchGraph | None = None,
+    *,
+    record: dict[str, Any] | None = None,
+    skip_classifier: bool = False,
+) -> PredictionReport:
+    """Predict ``model``'s parameters with ``ghn`` and copy them into the model in place.
+
+    Parameter objects, buffers (BatchNorm running stats) and the train/eval mode are kept;
+    only parameter values change. See :func:`predict_tensors` for ``graph``, ``record`` and
+    ``skip_classifier``; :meth:`GHN3.predict` is the one-call version.
+    """
+    tensors, report = predict_tensors(
+        ghn, model, graph, record=record, skip_classifier=skip_classifier
+    )
+    params = dict(model.named_parameters())
+    for name, value in tensors.items():
+        params[name].copy_(value)
     return report

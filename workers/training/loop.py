@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -129,6 +129,35 @@ class TrainResult:
 def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy; [batch, T, vocab] logits (char-lm) are flattened over positions."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+@torch.no_grad()
+def calibrate_batch_norm(
+    model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu"
+) -> int:
+    """Re-estimate BatchNorm running statistics from a few input batches; parameters stay.
+
+    Predicted parameters come without running statistics, so before a predicted network is
+    evaluated its statistics are measured on training inputs (a cumulative average in train
+    mode, no gradient, no parameter change). Returns the number of BatchNorm layers reset.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    was_training = model.training
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    try:
+        for x in batches:
+            model(x.to(device))
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(norms)
 
 
 def evaluate(
