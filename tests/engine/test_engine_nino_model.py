@@ -258,7 +258,8 @@ def test_streaming_over_edge_chunks_gives_the_unchunked_result(
 ) -> None:
     full = nino.predict(**graph, k=40)
     chunked = nino.predict(**graph, k=40, edge_chunk=edge_chunk)
-    assert (chunked - full).abs().max().item() < 1e-5
+    # Chunks sum messages in another order, so float32 rounding differs (seen: 1.1e-5).
+    assert torch.allclose(chunked, full, rtol=1e-5, atol=5e-5)
 
 
 def test_all_horizons_at_once_equal_the_forward_pass_plus_the_last_state(
