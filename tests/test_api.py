@@ -42,7 +42,9 @@ def test_a_script_gets_a_token_with_its_password(owner):
 
 def test_anonymous_callers_are_turned_away():
     client = APIClient()
-    for url in ["/api/v1/jobs/", "/api/v1/architectures/", "/api/v1/checkpoints/", "/api/v1/zoo/"]:
+    urls = ["/api/v1/jobs/", "/api/v1/architectures/", "/api/v1/checkpoints/", "/api/v1/zoo/",
+            "/api/v1/ghns/"]  # fmt: skip
+    for url in urls:
         assert client.get(url).status_code in (401, 403)
 
 
@@ -52,6 +54,18 @@ def test_the_zoo_lists_every_torchvision_classifier_and_our_families(api):
     assert {"resnet18", "vit_b_16", "mlp", "cnn", "transformer"} <= names
     builtin = api.get("/api/v1/zoo/?family=builtin").json()["results"]
     assert builtin and all(entry["family"] == "builtin" for entry in builtin)
+
+
+def test_the_hypernetworks_list_names_ours_first_for_anyone_signed_in(
+    api, outsider_api, settings, tmp_path
+):
+    settings.GHN_CHECKPOINT_DIR = tmp_path
+    (tmp_path / "ghn3tm8.pt").write_bytes(b"")
+    for client in (api, outsider_api):
+        names = [g["name"] for g in client.get("/api/v1/ghns/").json()["ghns"]]
+        assert names == ["ours", "ghn3tm8"]
+    settings.GHN_OURS_PATH = ""
+    assert [g["name"] for g in api.get("/api/v1/ghns/").json()["ghns"]] == ["ghn3tm8"]
 
 
 def test_architectures_list_and_detail_are_owner_only(api, outsider_api, owner):

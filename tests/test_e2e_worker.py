@@ -162,3 +162,37 @@ def test_a_script_trains_with_nino_and_the_plain_optimizer_on_a_real_worker(api,
     assert len(metrics["plain:test_accuracy"]) == 4
     checkpoint = next(a for a in job["artifacts"] if a["name"] == "model.safetensors")
     assert api.get(checkpoint["download_url"]).status_code == 200
+
+
+def test_a_script_predicts_parameters_with_our_ghn_and_the_checkpoint_gives_the_accuracy(
+    api, worker
+):
+    """The README's script: upload (here: pick) an architecture, ask for a prediction with
+    the project's own GHN, download the checkpoint; loading it reproduces the accuracy."""
+    from safetensors.torch import load
+
+    from workers.data.datasets import fashion_mnist
+    from workers.training.loop import evaluate
+    from workers.zoo.build import build_model
+
+    assert api.get("/api/v1/ghns/").json()["ghns"][0]["name"] == "ours"
+    architecture = api.post(
+        "/api/v1/architectures/", {"source": "zoo", "zoo_name": "cnn"}, format="json"
+    ).json()
+    created = api.post(
+        "/api/v1/jobs/",
+        {"kind": "predict", "architecture": architecture["id"],
+         "parameters": {"ghn": "ours", "evaluate_on": "fashion_mnist"}},
+        format="json",
+    ).json()  # fmt: skip
+    job, _ = wait_for(api, created["id"], timeout=240)
+    assert job["status"] == "succeeded", (job["error"], worker.log()[-3000:])
+    result = job["result"]
+    assert result["ghn"] == "ours" and result["predicted_params"] == result["total_params"]
+    assert 0 <= result["accuracy_predicted"] <= 1 and 0 <= result["accuracy_random"] <= 1
+
+    checkpoint = next(a for a in job["artifacts"] if a["name"] == "predicted.safetensors")
+    model = build_model("cnn")
+    model.load_state_dict(load(b"".join(api.get(checkpoint["download_url"]).streaming_content)))
+    accuracy = evaluate(model, fashion_mnist())["accuracy"]
+    assert round(accuracy, 4) == result["accuracy_predicted"]

@@ -39,7 +39,7 @@ def test_an_unknown_ghn_is_refused_and_the_installed_ones_are_named(api, owner, 
         format="json",
     )
     assert response.status_code == 400
-    assert "tiny-ghn3" in str(response.json()["parameters"])
+    assert "ours, tiny-ghn3" in str(response.json()["parameters"])
     assert not Job.objects.exists()
 
 
@@ -48,6 +48,7 @@ def test_the_page_explains_how_to_install_a_ghn_when_there_is_none(
     browser, owner, settings, tmp_path
 ):
     settings.GHN_CHECKPOINT_DIR = tmp_path / "empty"
+    settings.GHN_OURS_PATH = ""
     architecture = zoo_architecture(owner, "cnn")
     page = browser.get(f"/architectures/{architecture.pk}/").content.decode()
     assert "No hypernetwork is installed" in page and "workers.ghn.convert" in page
@@ -78,3 +79,24 @@ def test_a_prediction_is_stored_evaluated_and_trained_from(owner, installed_ghn,
     assert train.parameters["dataset"] == "mnist1d"
     page = browser.get(f"/jobs/{job.pk}/").content.decode()
     assert f"Follow the training (job #{train.pk})" in page
+    assert "With no training, on mnist1d" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_model_above_the_configured_size_is_refused_with_the_limit_named(
+    owner, installed_ghn, api, settings
+):
+    from workers.tasks import predict
+
+    settings.GHN_MAX_PARAMS = 1000
+    architecture = zoo_architecture(owner, "mlp", MLP_1D)
+    created = api.post(
+        "/api/v1/jobs/",
+        {"kind": "predict", "architecture": architecture.pk, "parameters": {"ghn": installed_ghn}},
+        format="json",
+    ).json()
+    predict.apply(args=[created["id"]])
+    job = Job.objects.get(pk=created["id"])
+    assert job.status == Job.Status.FAILED
+    assert "1,642 parameters" in job.error and "limited to 1,000" in job.error
+    assert "GHN_MAX_PARAMS" in job.error and not job.artifacts.exists()

@@ -9,7 +9,7 @@ from rest_framework.routers import DefaultRouter
 from webapp.architectures.api.views import ArchitectureViewSet, ZooView
 from webapp.checkpoints.api.views import CheckpointViewSet
 from webapp.datasets.api.views import BuiltinDatasetsView, DatasetViewSet
-from webapp.jobs.api.views import JobViewSet
+from webapp.jobs.api.views import GHNsView, JobViewSet
 
 router = DefaultRouter()
 router.register("architectures", ArchitectureViewSet, basename="api-architecture")
@@ -21,5 +21,6 @@ urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("zoo/", ZooView.as_view(), name="api-zoo"),
     path("datasets/builtin/", BuiltinDatasetsView.as_view(), name="api-datasets-builtin"),
+    path("ghns/", GHNsView.as_view(), name="api-ghns"),
     path("", include(router.urls)),
 ]

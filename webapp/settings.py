@@ -138,6 +138,14 @@ PYTHON_MODEL_MEMORY_MB = envint("PYTHON_MODEL_MEMORY_MB", 4096, minimum=256)
 # Converted GHN files (``{"state_dict", "config"}``, see workers/ghn/convert.py) the predict job
 # offers, by file name; the web process lists the folder, workers read it.
 GHN_CHECKPOINT_DIR = Path(envstr("GHN_CHECKPOINT_DIR", str(VAR_DIR / "ghn")))
+# The project's own GHN, meta-trained on Fashion-MNIST and committed with the code; offered as
+# "ours" (set GHN_OURS_PATH to an empty string to hide it).
+GHN_OURS_PATH = envstr(
+    "GHN_OURS_PATH", str(BASE_DIR / "workers" / "ghn" / "weights" / "ghn_ours.pt")
+)
+
+# Predict jobs refuse models above this many parameters (graph and prediction take minutes).
+GHN_MAX_PARAMS = envint("GHN_MAX_PARAMS", 300_000_000, minimum=1)
 
 # --- REST API -------------------------------------------------------------------------------
 API_PAGE_SIZE = envint("API_PAGE_SIZE", 25, minimum=1)

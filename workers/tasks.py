@@ -12,7 +12,11 @@ from typing import Any
 from django.conf import settings
 
 import workers.signals  # noqa: F401 - connects the handlers that fail lost jobs
+from workers.common import ModelError
 from workers.jobs import ProgressFn, cpu_task, gpu_task, local_file
+
+# Training images whose statistics a predicted model's BatchNorm layers get before evaluation.
+CALIBRATION_IMAGES = 512
 
 
 @cpu_task("weightspace.inspect")
@@ -151,12 +155,15 @@ def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     import torch
     from safetensors.torch import save as save_safetensors
 
+    from webapp.jobs.parameters import ghn_files
     from workers.ghn.run import predict_into
     from workers.training.inputs import builtin_data
-    from workers.training.loop import evaluate, resolve_device
+    from workers.training.loop import calibrate_batch_norm, evaluate, resolve_device
 
     parameters = job.parameters
-    ghn_path = settings.GHN_CHECKPOINT_DIR / f"{parameters['ghn']}.pt"
+    ghn_path = ghn_files().get(parameters["ghn"])
+    if ghn_path is None:
+        raise ModelError(f"The GHN {parameters['ghn']!r} is no longer installed.")
     progress(0.05, "Building the model")
     build = _model_builder(job.architecture)
     device = resolve_device("auto")
@@ -168,12 +175,8 @@ def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
         from workers.zoo.build import example_input
 
         example = example_input(job.architecture.zoo_name, job.architecture.zoo_args)
-    report = predict_into(model, ghn_path, example, device=str(device))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    content = save_safetensors(state)
-    job.save_artifact("checkpoint", "predicted.safetensors", content, "application/octet-stream")
-    job.save_artifact(
-        "log", "prediction_report.json", json.dumps(report).encode(), "application/json"
+    report = predict_into(
+        model, ghn_path, example, device=str(device), max_params=settings.GHN_MAX_PARAMS
     )
     result: dict[str, Any] = {
         "ghn": parameters["ghn"],
@@ -191,9 +194,23 @@ def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
         check_model_fits(model, data)
         torch.manual_seed(0)
         random_model = build().to(device)
+        # Predictions come without BatchNorm running statistics: both models get theirs
+        # measured on the same training images (no gradient, no parameter change).
+        calibration = data.example_batch(CALIBRATION_IMAGES).split(128)
         for label, candidate in (("predicted", model), ("random", random_model)):
+            calibrate_batch_norm(candidate, calibration, device=device)
             metrics = evaluate(candidate, data, device=device)
             result[f"accuracy_{label}"] = round(metrics.get("accuracy", float("nan")), 4)
+        result["evaluated_on"] = parameters["evaluate_on"]
+        result["calibration_images"] = CALIBRATION_IMAGES
+    # Saved after the evaluation, so that a BatchNorm model's measured statistics are in the
+    # checkpoint and loading it reproduces the accuracy reported.
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    content = save_safetensors(state)
+    job.save_artifact("checkpoint", "predicted.safetensors", content, "application/octet-stream")
+    job.save_artifact(
+        "log", "prediction_report.json", json.dumps(report).encode(), "application/json"
+    )
     if parameters.get("then_train"):
         progress(0.9, "Starting training from the prediction")
         result["train_job"] = _train_from_prediction(job, content, parameters["then_train"])

@@ -76,12 +76,37 @@ class TrainParameters(serializers.Serializer):
         return attrs
 
 
-def available_ghns() -> list[str]:
-    """Names of the converted GHN files installed in ``GHN_CHECKPOINT_DIR``."""
+def ghn_files() -> dict[str, Path]:
+    """The GHNs a predict job can use, by name: "ours" (the project's own, when its file is
+    there) first, then the converted files installed in ``GHN_CHECKPOINT_DIR`` by file name
+    (an installed ``ours.pt`` takes the name's place)."""
     from django.conf import settings
 
+    files: dict[str, Path] = {}
+    if settings.GHN_OURS_PATH and Path(settings.GHN_OURS_PATH).is_file():
+        files["ours"] = Path(settings.GHN_OURS_PATH)
     folder = Path(settings.GHN_CHECKPOINT_DIR)
-    return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+    if folder.is_dir():
+        files.update((p.stem, p) for p in sorted(folder.glob("*.pt")))
+    return files
+
+
+def ghn_descriptions() -> dict[str, str]:
+    """One line per available GHN, for the API and the predict form."""
+    return {
+        name: (
+            "Weightspace's own GHN-3, meta-trained on Fashion-MNIST (28 x 28 grey images, "
+            "10 classes) with DeepNets-style architectures"
+            if name == "ours"
+            else f"installed file {path.name}"
+        )
+        for name, path in ghn_files().items()
+    }
+
+
+def available_ghns() -> list[str]:
+    """Names of the GHNs a predict job can use ("ours" first; see ``ghn_files``)."""
+    return list(ghn_files())
 
 
 class PredictParameters(serializers.Serializer):

@@ -24,19 +24,21 @@ def predict_into(
     example: torch.Tensor | None = None,
     *,
     device: str = "cpu",
+    max_params: int = MAX_PREDICT_PARAMS,
 ) -> dict[str, Any]:
     """Write the GHN's prediction into ``model``; return the report with the time it took.
 
     ``example`` is an input batch for tracing the architecture graph (default: the graph
-    builder's ImageNet-sized image, or the input stored in a ``.pt2``).
+    builder's ImageNet-sized image, or the input stored in a ``.pt2``). Models above
+    ``max_params`` parameters are refused with a ``ModelError`` before any work.
     """
     from workers.graphs.arch_graph import architecture_graph
 
     count = sum(p.numel() for p in model.parameters())
-    if count > MAX_PREDICT_PARAMS:
+    if count > max_params:
         raise ModelError(
-            f"The model has {count:,} parameters; predictions are limited to "
-            f"{MAX_PREDICT_PARAMS:,}."
+            f"The model has {count:,} parameters; predictions are limited to {max_params:,} "
+            "on this server (GHN_MAX_PARAMS)."
         )
     try:
         ghn = load_ghn(str(ghn_path), map_location=device).eval()

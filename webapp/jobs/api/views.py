@@ -7,10 +7,12 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from webapp.core.api import OwnedViewSet
 from webapp.jobs.api.serializers import ArtifactSerializer, JobCreateSerializer, JobSerializer
 from webapp.jobs.models import Job, downsample
+from webapp.jobs.parameters import ghn_descriptions
 
 MAX_METRIC_POINTS = 5000
 
@@ -126,4 +128,14 @@ class JobViewSet(OwnedViewSet):
             as_attachment=True,
             filename=artifact.name,
             content_type=artifact.content_type,
+        )
+
+
+class GHNsView(APIView):
+    """The hypernetworks a predict job can use (``parameters.ghn``), "ours" first."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(
+            {"ghns": [{"name": k, "description": v} for k, v in ghn_descriptions().items()]}
         )
