@@ -59,7 +59,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -72,6 +71,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from bench.machine import machine_info  # noqa: E402
 from workers.data.datasets import fashion_mnist  # noqa: E402
 from workers.training.loop import Callbacks, evaluate, make_optimizer, train  # noqa: E402
 from workers.zoo.build import build_model  # noqa: E402
@@ -93,26 +93,6 @@ def eval_grid(steps: int, every: int, period: int) -> list[int]:
         if s <= steps:
             grid.append(s)
     return grid
-
-
-def machine_info(threads: int) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": threads,
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
