@@ -1,7 +1,8 @@
 """The predict job: a GHN installed by the operator predicts an architecture's parameters; the
 prediction is stored, reported, evaluated against random initialisation, and can start a
-train job. (Our own meta-trained GHN is not there yet; these tests install a small GHN-3 with
-random weights, which exercises the whole path — its predictions are not meant to be good.)"""
+train job. These tests install a small GHN-3 with random weights next to our own ("ours"),
+which exercises the whole path quickly; its predictions are not meant to be good (ours is
+tested end to end in test_e2e_worker.py and measured in bench/ghn.py)."""
 
 from __future__ import annotations
 
