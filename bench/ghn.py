@@ -52,6 +52,7 @@ from workers.ghn.deepnets import build_network, sample_spec  # noqa: E402
 from workers.ghn.metatrain import (  # noqa: E402
     OURS_PATH,
     PRESETS,
+    accuracy,
     evaluate_predictions,
     forward_mflops,
     train_spec,
@@ -110,14 +111,6 @@ def adapted(name: str) -> Callable[[], nn.Module]:
     return build
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        pairs = zip(x.split(500), y.split(500), strict=True)
-        correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in pairs)
-    return correct / len(y)
-
-
 def predicted(ghn: Any, build: Callable[[], nn.Module], seed: int = 0) -> tuple[nn.Module, float]:
     torch.manual_seed(seed)
     model = build()
@@ -160,8 +153,8 @@ def section_no_training(ghn: Any, data: Any, args: argparse.Namespace) -> dict[s
         calibrate_batch_norm(rand, x_cal.split(128))
         models[name] = {
             "params": sum(p.numel() for p in model.parameters()),
-            "ghn": _accuracy(model, x_eval, y_eval),
-            "random": _accuracy(rand, x_eval, y_eval),
+            "ghn": accuracy(model, x_eval, y_eval),
+            "random": accuracy(rand, x_eval, y_eval),
             "predict_seconds": round(seconds, 3),
         }
         print(

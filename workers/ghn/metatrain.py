@@ -63,6 +63,7 @@ __all__ = [
     "OURS_PATH",
     "PRESETS",
     "ArchPool",
+    "accuracy",
     "MetaTrainConfig",
     "calibrate_batch_norm",
     "evaluate_predictions",
@@ -245,7 +246,8 @@ class ArchPool:
         raise RuntimeError(f"no architecture under {self.max_mflops} MFLOPs in 1000 draws")
 
 
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> float:
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) on ``x``/``y``, in batches, no gradient."""
     model.eval()
     correct = 0
     with torch.no_grad():
@@ -289,7 +291,7 @@ def evaluate_predictions(
                 "channels": spec.channels,
                 "cells": spec.n_cells,
                 "params": sum(p.numel() for p in net.parameters()),
-                "accuracy": _accuracy(net, x_eval, y_eval),
+                "accuracy": accuracy(net, x_eval, y_eval),
                 "predict_seconds": round(seconds, 3),
             }
         )
