@@ -46,24 +46,27 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
 from workers.data.datasets import fashion_mnist  # noqa: E402
 from workers.ghn.deepnets import build_network, sample_spec  # noqa: E402
+from workers.ghn.evaluate import CALIBRATION_IMAGES, accuracy, prepare  # noqa: E402
 from workers.ghn.metatrain import (  # noqa: E402
     OURS_PATH,
     PRESETS,
-    accuracy,
     evaluate_predictions,
     forward_mflops,
     train_spec,
 )
 from workers.ghn.model import load_ghn  # noqa: E402
 from workers.ghn.predict import predict_parameters  # noqa: E402
-from workers.graphs.arch_graph import architecture_graph  # noqa: E402
-from workers.training.loop import calibrate_batch_norm, train  # noqa: E402
+from workers.graphs.arch.graph import architecture_graph  # noqa: E402
+from workers.provenance import machine_info  # noqa: E402
+from workers.training.loop import train  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS = (0.7, 0.8)
+# The architecture graph of an adapted classifier is traced on a Fashion-MNIST-shaped batch.
+FM_EXAMPLE = torch.zeros(2, 1, 28, 28)
+CALIBRATION_BATCH = 128  # images per BatchNorm calibration batch
 
 
 def small_specs(split: str, n: int) -> list[Any]:
@@ -111,17 +114,9 @@ def adapted(name: str) -> Callable[[], nn.Module]:
     return build
 
 
-def predicted(ghn: Any, build: Callable[[], nn.Module], seed: int = 0) -> tuple[nn.Module, float]:
-    torch.manual_seed(seed)
-    model = build()
-    start = time.perf_counter()
-    predict_parameters(ghn, model, architecture_graph(model, torch.zeros(2, 1, 28, 28)))
-    return model, time.perf_counter() - start
-
-
 def section_no_training(ghn: Any, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     x_cal, x_eval, y_eval = (
-        data.x_train[:512],
+        data.x_train[:CALIBRATION_IMAGES],
         data.x_test[: args.images],
         data.y_test[: args.images],
     )
@@ -146,16 +141,14 @@ def section_no_training(ghn: Any, data: Any, args: argparse.Namespace) -> dict[s
     models = {}
     for name in args.models:
         build = adapted(name)
-        model, seconds = predicted(ghn, build)
-        calibrate_batch_norm(model, x_cal.split(128))
-        torch.manual_seed(0)
-        rand = build()
-        calibrate_batch_norm(rand, x_cal.split(128))
+        # Predicted, then the default initialisation, both from seed 0 and calibrated alike.
+        predicted = prepare(build, ghn, FM_EXAMPLE, x_cal.split(CALIBRATION_BATCH), seed=0)
+        rand = prepare(build, None, calibration=x_cal.split(CALIBRATION_BATCH), seed=0)
         models[name] = {
-            "params": sum(p.numel() for p in model.parameters()),
-            "ghn": accuracy(model, x_eval, y_eval),
-            "random": accuracy(rand, x_eval, y_eval),
-            "predict_seconds": round(seconds, 3),
+            "params": sum(p.numel() for p in predicted.model.parameters()),
+            "ghn": accuracy(predicted.model, x_eval, y_eval),
+            "random": accuracy(rand.model, x_eval, y_eval),
+            "predict_seconds": round(predicted.seconds, 3),
         }
         print(
             f"  {name:<16} ghn {models[name]['ghn']:6.1%}  random {models[name]['random']:6.1%}",
@@ -199,12 +192,11 @@ def section_finetune(ghn: Any, data: Any, args: argparse.Namespace) -> dict[str,
     for name, build in cases:
         runs = {}
         for label in ("ghn", "default"):
-            if label == "ghn":
-                model, _ = predicted(ghn, build)
-            else:
-                torch.manual_seed(0)
-                model = build()
-            calibrate_batch_norm(model, data.x_train[:512].split(128))
+            calibration = data.x_train[:CALIBRATION_IMAGES].split(CALIBRATION_BATCH)
+            prepared = prepare(
+                build, ghn if label == "ghn" else None, FM_EXAMPLE, calibration, seed=0
+            )
+            model = prepared.model
             result = train(
                 model,
                 subset,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -70,8 +69,8 @@ def measure(case: str) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from workers.common import ModelError
-    from workers.graphs.param_graph import build_param_graph, graph_features
+    from workers.errors import ModelError
+    from workers.graphs.params.graph import build_param_graph, graph_features
     from workers.zoo.build import build_model
 
     name, args, with_features, with_lpe = CASES[case]
@@ -112,7 +111,7 @@ def measure(case: str) -> dict[str, Any]:
 
 def measure_architecture_graph(model: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
     """Trace the GHN architecture graph of a meta-device model; time it."""
-    from workers.graphs.arch_graph import architecture_graph
+    from workers.graphs.arch.graph import architecture_graph
     from workers.zoo.build import example_input
 
     example = example_input(name, args, device="meta")
@@ -179,17 +178,13 @@ def main() -> None:
         cells = [_fmt(row.get(h)) for h in header]
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
 
-    import torch
+    sys.path.insert(0, str(ROOT))
+    from workers.provenance import machine_info
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "graphs",
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpus": torch.get_num_threads(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(),  # threads: torch's count in this (the parent) process
         "notes": (
             "build_s and peak_mb cover build_param_graph on a meta-device model (no PE); "
             "peak_mb is the growth of the subprocess's peak RSS during the build; graph_mb is "

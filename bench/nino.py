@@ -23,6 +23,10 @@ Runs are paired: for a seed, every method starts from the same initial weights (
 before the model is built; a checksum of them is stored per run) and sees the same batches
 (``fashion_mnist().train_batches`` reshuffles with seed + epoch).
 
+Optimizers are built as a train job builds them (``workers.pipelines.train.
+make_accelerated_optimizer`` with the accelerators of ``workers.catalog``; ``adam`` is the
+catalog's ``none``); ``--ours`` is passed to it as the ``ours`` accelerator's meta-model.
+
 Evaluation grid: test accuracy on the full 10k test set every ``--eval-every`` (100) steps,
 except that a step which is a multiple of ``period`` (1000, 2000, ...: the step of a jump for
 the nowcasting methods) is evaluated one step later (1001, 2001, ...), because accuracy
@@ -38,9 +42,10 @@ over seeds counts a seed that did not reach it as infinitely late); ``(<=-52%)``
 median was not reached, so the reduction is at least 1 - median / steps. ``final`` is the
 accuracy at the last grid point and ``last 5`` the mean of the last five grid points (medians
 over seeds; accuracy moves ~0.4% from one evaluation to the next on the plateau).
-``overhead`` is the time spent in jumps (the optimizer's ``_jump``: nowcast + writing the
-weights) as a fraction of training time excluding every evaluation; ``jump`` is the median
-time of one jump; ``setup`` is loading the checkpoint and building the graph once; steps/s
+``overhead`` is the time spent in jumps (``NiNo.timings``: nowcast + writing the weights) as
+a fraction of training time excluding every evaluation; ``jump`` is the median time of one
+jump; ``setup`` is building the optimizer: loading the checkpoint and building the graph once
+(0 for Adam); steps/s
 counts training steps per second of training time (evaluations excluded).
 A second table lists every seed. The JSON (``bench/results/nino.json``, or
 ``nino_quick.json`` with ``--quick``) holds the same numbers, every run's accuracy curve and
@@ -55,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -71,16 +75,25 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from bench.machine import machine_info  # noqa: E402
+from workers.catalog import ACCELERATORS, TrainSpec  # noqa: E402
 from workers.data.datasets import fashion_mnist  # noqa: E402
-from workers.training.loop import Callbacks, evaluate, make_optimizer, train  # noqa: E402
+from workers.nino.checkpoints import OURS_PATH  # noqa: E402
+from workers.nino.optimizer import NiNo  # noqa: E402
+from workers.pipelines.train import make_accelerated_optimizer  # noqa: E402
+from workers.provenance import machine_info, sha256_file  # noqa: E402
+from workers.training.loop import Callbacks, evaluate, train  # noqa: E402
 from workers.zoo.build import build_model  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-DEFAULT_OURS = ROOT / "workers" / "nino" / "weights" / "nino_ours.pt"
+DEFAULT_OURS = OURS_PATH
 METHODS = ("adam", "nino", "wnn", "ours")
-# Meta-model each method loads (None: plain AdamW); "ours" is filled in from --ours.
-CHECKPOINTS: dict[str, str | None] = {"adam": None, "nino": "nino_no_posw", "wnn": "nino_mlp"}
+# The catalog accelerator each method is (the catalog calls plain AdamW "none").
+ACCELERATOR_OF = {"adam": "none", "nino": "nino", "wnn": "wnn", "ours": "ours"}
+# Meta-model each method loads, as recorded per run (None: plain AdamW); "ours" is filled in
+# from --ours.
+CHECKPOINTS: dict[str, str | None] = {
+    m: ACCELERATORS[a].checkpoint for m, a in ACCELERATOR_OF.items() if m != "ours"
+}
 TARGETS = (0.880, 0.885, 0.895)
 PUBLISHED = {"target": 0.895, "adam": 8606, "nino": 4582}  # docs/NINO.md, FM/16
 
@@ -114,6 +127,36 @@ def protocol(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def train_spec(method: str, seed: int, args: argparse.Namespace) -> TrainSpec:
+    """The train-job spec of a method's run (the protocol: AdamW, lr 0.006, no decay)."""
+    # ``steps`` is the length of the horizon schedule (``--max-steps``), not of the run:
+    # make_accelerated_optimizer schedules the horizons over ``spec.steps``, and a quick run
+    # must be the prefix of a full one. The loop gets the run's length (``args.steps``).
+    return TrainSpec(
+        optimizer="adamw",
+        lr=0.006,
+        weight_decay=0.0,
+        batch_size=128,
+        steps=args.max_steps,
+        seed=seed,
+        accelerator=ACCELERATOR_OF[method],
+        period=args.period,
+    )
+
+
+def make_bench_optimizer(method: str, checkpoint: str | None, model: torch.nn.Module,
+                         spec: TrainSpec) -> Any:  # fmt: skip
+    """The method's optimizer for ``model``, built as a train job builds it.
+
+    ``--ours`` replaces the catalog ``ours`` accelerator's meta-model (the committed
+    ``nino_ours.pt`` by default).
+    """
+    custom = method == "ours" and checkpoint is not None
+    return make_accelerated_optimizer(
+        spec.accelerator, model, spec, device="cpu", checkpoint=checkpoint if custom else None
+    )
+
+
 def run_one(method: str, checkpoint: str | None, seed: int, args: argparse.Namespace,
             data: Any) -> dict[str, Any]:  # fmt: skip
     """Train one method for one seed; return its record (JSON-ready)."""
@@ -121,31 +164,10 @@ def run_one(method: str, checkpoint: str | None, seed: int, args: argparse.Names
     torch.manual_seed(seed)
     model = build_model("cnn")
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-    optimizer: Any = make_optimizer("adamw", model.parameters(), lr=0.006, weight_decay=0.0)
-    timing = {"jump_s": 0.0, "snapshot_s": 0.0, "setup_s": 0.0, "jumps": 0}
-    jump_times: list[float] = []
-    if checkpoint is not None:
-        from workers.nino.model import load_model
-        from workers.nino.optimizer import NiNo, NowcastConfig
-
-        t0 = time.perf_counter()
-        config = NowcastConfig(period=args.period, ctx=5, max_steps=args.max_steps)
-        optimizer = NiNo(optimizer, model, load_model(checkpoint), config)
-        timing["setup_s"] = time.perf_counter() - t0
-        jump, snapshot = optimizer._jump, optimizer._snapshot
-
-        def timed_jump() -> None:
-            t = time.perf_counter()
-            jump()
-            jump_times.append(time.perf_counter() - t)
-
-        def timed_snapshot() -> None:
-            t = time.perf_counter()
-            snapshot()
-            timing["snapshot_s"] += time.perf_counter() - t
-
-        # Instance attributes shadow the methods, so NiNo.step() calls the timed versions.
-        optimizer._jump, optimizer._snapshot = timed_jump, timed_snapshot
+    t0 = time.perf_counter()
+    optimizer = make_bench_optimizer(method, checkpoint, model, train_spec(method, seed, args))
+    nowcasting = isinstance(optimizer, NiNo)
+    setup_s = time.perf_counter() - t0 if nowcasting else 0.0
 
     grid = set(eval_grid(args.steps, args.eval_every, args.period))
     curve: list[list[float]] = []
@@ -173,8 +195,13 @@ def run_one(method: str, checkpoint: str | None, seed: int, args: argparse.Names
         device="cpu",
     )
     train_s = result.wall_time_s - result.eval_time_s - eval_s[0]
-    timing["jump_s"] = sum(jump_times)
-    timing["jumps"] = len(jump_times)
+    jump_times = optimizer.timings.jump_s_each if nowcasting else []
+    timing = {
+        "jump_s": sum(jump_times),
+        "snapshot_s": optimizer.timings.snapshot_s if nowcasting else 0.0,
+        "setup_s": setup_s,
+        "jumps": len(jump_times),
+    }
     reached: dict[str, int | None] = {}
     for target in TARGETS:
         hit = next((s for s, a in curve if a >= target), None)
@@ -186,7 +213,7 @@ def run_one(method: str, checkpoint: str | None, seed: int, args: argparse.Names
         "method": method,
         "seed": seed,
         "checkpoint": _relative(checkpoint),
-        "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_sha256": _checkpoint_sha256(checkpoint),
         "initial_weights_checksum": checksum,
         "steps_to_target": reached,
         "final_step": int(curve[-1][0]),
@@ -220,11 +247,11 @@ def _relative(checkpoint: str | None) -> str | None:
         return checkpoint
 
 
-def _sha256(checkpoint: str | None) -> str | None:
+def _checkpoint_sha256(checkpoint: str | None) -> str | None:
     """sha256 of a checkpoint given by path (published names are checked on load)."""
     if checkpoint is None or not Path(checkpoint).is_file():
         return None
-    return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    return sha256_file(checkpoint)
 
 
 def _last5(record: dict[str, Any]) -> float:
@@ -360,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     parser.add_argument("--verbose", action="store_true", help="print every evaluation")
     args = parser.parse_args(argv)
+    if args.max_steps < args.period:
+        # The library schedules horizons over max(steps, period); below that the schedule
+        # would silently differ from the one asked for.
+        parser.error("--max-steps must be at least --period")
     if args.seeds is None:
         args.seeds = [0] if args.quick else [0, 1, 2]
     if args.steps is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -100,15 +99,15 @@ def main() -> None:
             continue
         print("  ".join(f"{row[h]:>12,}" if isinstance(row[h], int) and not isinstance(row[h], bool)
                         else f"{row[h]!s:>12}" for h in header))  # fmt: skip
-    import torch
+    sys.path.insert(0, str(ROOT))
+    from workers.provenance import machine_info
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
                 "benchmark": "nowcast",
-                "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                            "threads": 1, "platform": platform.platform()},
+                "machine": machine_info(1),  # every size is measured with one thread
                 "notes": "setup_s: parameter graph + Laplacian PE; nowcast_s: one jump "
                 "(scaling, edge features, edge-chunked NiNo, read-back); peak_mb: peak RSS of "
                 "the whole process (model, 5 context states, graph, features).",

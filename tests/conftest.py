@@ -16,8 +16,6 @@ from rest_framework.test import APIClient
 
 from tests.worker_process import WorkerProcess
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
 
 @pytest.fixture(autouse=True)
 def _isolated_media(request: pytest.FixtureRequest, settings, tmp_path: Path) -> None:
@@ -95,10 +93,10 @@ def worker(django_db_setup, tmp_path_factory):
 def cancel_at_progress_report(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     """Make the person press Cancel (through the model, as the page does) just before the
     worker's ``n``-th progress report of the next job, so the job sees it mid-run."""
-    import workers.jobs
+    import workers.tasks.policy
     from webapp.jobs.models import Job
 
-    real_reporter = workers.jobs._progress_reporter
+    real_reporter = workers.tasks.policy._progress_reporter
 
     def reporter(running_job):
         report = real_reporter(running_job)
@@ -112,7 +110,7 @@ def cancel_at_progress_report(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
 
         return progress
 
-    monkeypatch.setattr(workers.jobs, "_progress_reporter", reporter)
+    monkeypatch.setattr(workers.tasks.policy, "_progress_reporter", reporter)
 
 
 def stored_files(root: str | Path) -> list[Path]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from webapp.architectures.models import Architecture, create_from_zoo
 from webapp.jobs.models import Job
-from workers.zoo.catalog import validate_args
+from workers.catalog.models import validate_args
 
 
 def zoo_architecture(owner: Any, name: str = "mlp", args: dict | None = None) -> Architecture:

@@ -23,18 +23,11 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("architectures/new/", architectures.architecture_new, name="architecture-new"),
     path("architectures/<int:pk>/", architectures.architecture_detail, name="architecture-detail"),
+    # One route per job kind: /architectures/<pk>/inspect/, …/train/, …/predict/.
     path(
-        "architectures/<int:pk>/inspect/",
-        architectures.architecture_inspect,
-        name="architecture-inspect",
-    ),
-    path(
-        "architectures/<int:pk>/train/", architectures.architecture_train, name="architecture-train"
-    ),
-    path(
-        "architectures/<int:pk>/predict/",
-        architectures.architecture_predict,
-        name="architecture-predict",
+        "architectures/<int:pk>/<slug:kind>/",
+        architectures.architecture_submit,
+        name="architecture-submit",
     ),
     path("datasets/new/", datasets.dataset_new, name="dataset-new"),
     path("datasets/<int:pk>/", datasets.dataset_detail, name="dataset-detail"),

@@ -7,7 +7,7 @@ from django import forms
 from django.conf import settings
 
 from webapp.architectures.models import Architecture
-from workers.zoo.catalog import load_catalog
+from workers.catalog.models import load_catalog
 
 
 def zoo_choices() -> list[tuple[str, list[tuple[str, str]]]]:

@@ -101,7 +101,7 @@ def _refuse_duplicate(owner: Any, sha256: str) -> None:
 def create_from_zoo(owner: Any, name: str, zoo_name: str, args: dict | None) -> Architecture:
     """Add a zoo entry with arguments; ``UploadError`` on a bad name/arguments or a duplicate."""
     from webapp.core.files import UploadError
-    from workers.zoo.catalog import validate_args
+    from workers.catalog.models import validate_args
 
     try:
         clean = validate_args(zoo_name, args or {})
@@ -128,9 +128,9 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
     """
     from django.conf import settings
 
-    from webapp.checkpoints.scan import scan_export_archive
     from webapp.core.files import UploadError, check_upload, save_with_upload
-    from workers.common import ModelError
+    from workers.errors import ModelError
+    from workers.safety.checkpoints import scan_export_archive
 
     if source == Architecture.Source.EXPORT:
         facts = check_upload(upload, (".pt2",))

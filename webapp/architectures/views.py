@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -11,6 +11,7 @@ from webapp.architectures.forms import ArchitectureForm
 from webapp.architectures.graphview import MAX_DRAWN_NODES, hierarchy, layout_graph
 from webapp.architectures.models import Architecture, create_from_upload, create_from_zoo
 from webapp.core.files import UploadError
+from webapp.jobs.kinds import KINDS
 from webapp.jobs.models import Job
 
 
@@ -55,15 +56,9 @@ def architecture_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def architecture_detail(
-    request: HttpRequest,
-    pk: int,
-    train_form: object = None,
-    predict_form: object = None,
-    status: int = 200,
+    request: HttpRequest, pk: int, forms: dict[str, Any] | None = None, status: int = 200
 ) -> HttpResponse:
-    """Summary, parameter table and graphs from the latest inspection; train and predict."""
-    from webapp.jobs.forms import PredictForm, TrainForm
-
+    """Summary, parameter table and graphs from the latest inspection; a form per job kind."""
     architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
     inspection = architecture.latest_inspection()
     documents: dict[str, object] = {}
@@ -73,6 +68,12 @@ def architecture_detail(
                 documents[artifact.name] = artifact.read_json()
     graph = documents.get("arch_graph.json")
     drawable = isinstance(graph, dict) and "nodes" in graph
+    forms = forms or {}
+    job_forms = [
+        (kind, forms.get(kind.name) or kind.form(owner=request.user))
+        for kind in KINDS.values()
+        if kind.form is not None
+    ]
     context = {
         "architecture": architecture,
         "inspection": inspection,
@@ -84,48 +85,41 @@ def architecture_detail(
         "tensors": documents.get("tensors.json"),
         "jobs": architecture.jobs.all()[:20],
         "active_jobs": architecture.jobs.active().exists(),
-        "train_form": train_form or TrainForm(owner=request.user),
-        "predict_form": predict_form or PredictForm(),
+        "job_forms": job_forms,
     }
     return render(request, "architectures/detail.html", context, status=status)
 
 
 @login_required
 @require_POST
-def architecture_train(request: HttpRequest, pk: int) -> HttpResponse:
-    """Start a train job from the form on the architecture page."""
-    from webapp.jobs.forms import TrainForm
+def architecture_submit(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    """Start a job of ``kind`` from its form on the architecture page (inspect has none).
 
-    return _submit_from_form(request, pk, "train", TrainForm(request.POST, owner=request.user))
-
-
-@login_required
-@require_POST
-def architecture_predict(request: HttpRequest, pk: int) -> HttpResponse:
-    """Start a predict job from the form on the architecture page."""
-    from webapp.jobs.forms import PredictForm
-
-    return _submit_from_form(request, pk, "predict", PredictForm(request.POST))
-
-
-def _submit_from_form(request: HttpRequest, pk: int, kind: str, form: Any) -> HttpResponse:
-    """Validate a job form with the API's parameter rules; submit, or show the page again."""
+    The form's parameters go through the same validation as the API's; a refusal shows the
+    page again with the reason.
+    """
     from rest_framework.exceptions import ValidationError
 
-    from webapp.jobs.parameters import clean_parameters
-
+    job_kind = KINDS.get(kind)
+    if job_kind is None:
+        raise Http404(f"No job kind {kind!r}.")
     architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
-    if form.is_valid():
+    form = job_kind.form(request.POST, owner=request.user) if job_kind.form else None
+    if form is None or form.is_valid():
         try:
-            parameters = clean_parameters(kind, form.parameters(), request.user)
+            parameters = job_kind.clean_parameters(
+                form.parameters() if form else None, request.user
+            )
         except ValidationError as error:
+            if form is None:
+                raise
             form.add_error(None, _flatten(error.detail))
         else:
             job = Job.submit(
                 owner=request.user, kind=kind, architecture=architecture, parameters=parameters
             )
             return redirect(job)
-    return architecture_detail(request, pk, **{f"{kind}_form": form}, status=400)
+    return architecture_detail(request, pk, forms={kind: form}, status=400)
 
 
 def _flatten(detail: object) -> str:
@@ -135,11 +129,3 @@ def _flatten(detail: object) -> str:
     if isinstance(detail, list):
         return " ".join(_flatten(item) for item in detail)
     return str(detail)
-
-
-@login_required
-@require_POST
-def architecture_inspect(request: HttpRequest, pk: int) -> HttpResponse:
-    architecture = get_object_or_404(Architecture, pk=pk, owner=request.user)
-    job = Job.submit(owner=request.user, kind="inspect", architecture=architecture)
-    return redirect(job)

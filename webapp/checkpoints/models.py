@@ -56,14 +56,14 @@ class Checkpoint(models.Model):
 
 def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = None) -> Checkpoint:
     """Scan and store an uploaded checkpoint; ``UploadError`` when refused, nothing stored then."""
-    from webapp.checkpoints.scan import scan_checkpoint
     from webapp.core.files import (
         UploadError,
         check_upload,
         refuse_duplicate,
         save_with_upload,
     )
-    from workers.common import ModelError
+    from workers.errors import ModelError
+    from workers.safety.checkpoints import scan_checkpoint
 
     facts = check_upload(upload, (".safetensors", ".pt", ".pth"))
     try:
@@ -88,4 +88,34 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
         architecture=architecture,
     )
     save_with_upload(checkpoint, upload, f"checkpoints/{owner.pk}")
+    return checkpoint
+
+
+def checkpoint_from_artifact(owner: Any, artifact: Any, name: str, architecture: Any) -> Checkpoint:
+    """A checkpoint of ``owner``'s holding a job's ``.safetensors`` artifact (a GHN prediction,
+    say), so that other jobs can start from it; the existing one when the content is known."""
+    from django.core.files.base import ContentFile
+
+    from workers.safety.checkpoints import scan_safetensors
+
+    existing = Checkpoint.objects.filter(owner=owner, sha256=artifact.sha256).first()
+    if existing is not None:
+        return existing
+    with artifact.file.open("rb") as handle:
+        content = handle.read()
+    facts = scan_safetensors(ContentFile(content), len(content))
+    checkpoint = Checkpoint(
+        owner=owner,
+        name=name,
+        format=Checkpoint.Format.SAFETENSORS,
+        num_tensors=facts.num_tensors,
+        num_elements=facts.num_elements,
+        tensors=facts.tensors,
+        file_bytes=len(content),
+        sha256=artifact.sha256,
+        architecture=architecture,
+    )
+    checkpoint.file.save(
+        f"checkpoints/{owner.pk}/{artifact.sha256}.safetensors", ContentFile(content), save=True
+    )
     return checkpoint

@@ -57,8 +57,8 @@ class Dataset(models.Model):
 def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
     """Check and store an uploaded data set; ``UploadError`` when refused, nothing stored then."""
     from webapp.core.files import UploadError, check_upload, refuse_duplicate, save_with_upload
-    from workers.common import ModelError
-    from workers.data.checks import inspect_dataset_file
+    from workers.errors import ModelError
+    from workers.safety.datasets import inspect_dataset_file
 
     facts = check_upload(upload, (".npz", ".txt"))
     fmt = Dataset.Format.NPZ if upload.name.lower().endswith(".npz") else Dataset.Format.TEXT

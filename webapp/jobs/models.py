@@ -31,7 +31,7 @@ class JobQuerySet(models.QuerySet):
 
 
 class Job(models.Model):
-    """One unit of work on a worker (inspect now; predict and train later).
+    """One unit of work on a worker: inspect, train or predict (see ``webapp.jobs.kinds``).
 
     Status machine: ``queued → running → succeeded | failed | cancelled``; a queued job can
     also be cancelled or failed directly. ``progress`` is 0..1 and ``message`` is the human
@@ -121,6 +121,11 @@ class Job(models.Model):
     @property
     def percent(self) -> int:
         return round(self.progress * 100)
+
+    @property
+    def kind_info(self) -> Any:
+        """The kind's registry entry (label, template, form …)."""
+        return get_kind(self.kind)
 
     @property
     def duration(self) -> float | None:
@@ -213,7 +218,17 @@ class Job(models.Model):
         return self.cancel_requested
 
     def succeed(self, message: str = "Done", result: dict | None = None) -> bool:
-        return self.update_status(self.Status.SUCCEEDED, message=message, result=result or {})
+        """Finish successfully; the kind's follow-up (e.g. "then train") runs once, on commit."""
+        done = self.update_status(self.Status.SUCCEEDED, message=message, result=result or {})
+        follow_up = get_kind(self.kind).on_succeeded
+        if done and follow_up is not None:
+            transaction.on_commit(lambda: follow_up(self))
+        return done
+
+    def add_result(self, **values: Any) -> None:
+        """Add keys to the stored result (a follow-up's link, say) without touching the rest."""
+        self.result = {**self.result, **values}
+        Job.objects.filter(pk=self.pk).update(result=self.result, updated_at=timezone.now())
 
     def fail(self, error: str, message: str = "Failed") -> bool:
         return self.update_status(self.Status.FAILED, message=message, error=error[:20000])

@@ -31,8 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from workers.common import ModelError
+from workers.errors import ModelError
 
 Task = Literal["classification", "char-lm"]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -74,6 +75,17 @@ class DatasetInfo:
         out = asdict(self)
         out["input_shape"] = list(self.input_shape)
         return out
+
+
+def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The training loss of both task kinds: mean cross-entropy over the batch's targets.
+
+    Classification gives [batch, classes] logits for [batch] labels; char-lm gives
+    [batch, T, vocab] logits for [batch, T] next characters, flattened over positions. It
+    lives with the data because the targets' layout is the data's (``train_batches``); every
+    training loop (the job's, trajectory collection) computes its loss with it.
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:

@@ -82,3 +82,13 @@ def text_corpus(name: str, *, context: int = 128, val_fraction: float = 0.1) -> 
     else:
         raise KeyError(f"unknown text corpus {name!r}; choose one of {', '.join(TEXT_CORPORA)}")
     return make_text_data(name, text, context=context, val_fraction=val_fraction)
+
+
+def shakespeare_corpus(*, context: int = 128) -> TextData:
+    """The ``shakespeare`` built-in data set (see :mod:`workers.catalog.datasets`)."""
+    return text_corpus("shakespeare", context=context)
+
+
+def pydoc_corpus(*, context: int = 128) -> TextData:
+    """The ``pydoc`` built-in data set (see :mod:`workers.catalog.datasets`)."""
+    return text_corpus("pydoc", context=context)

@@ -1,6 +1,6 @@
 """Data sets that users upload, the checks they must pass, and the model-fits-data check.
 
-Every problem raises ``workers.common.ModelError`` with a message meant for the person who
+Every problem raises ``workers.errors.ModelError`` with a message meant for the person who
 uploaded the file: what is wrong and what shape or value was expected. Messages never name
 paths on the worker. All checks run before any training starts.
 
@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.common import ModelError
-from workers.data.checks import (
+from workers.data.datasets import ClassificationData, TextData, TrainingData
+from workers.data.text import make_text_data
+from workers.errors import ModelError
+from workers.safety.datasets import (
     MAX_ARRAY_BYTES,
     MAX_TEXT_BYTES,
     MAX_VOCAB,
@@ -29,8 +31,6 @@ from workers.data.checks import (
     validate_dataset,
     validate_text,
 )
-from workers.data.datasets import ClassificationData, TextData, TrainingData
-from workers.data.text import make_text_data
 
 
 def _as_inputs(x: np.ndarray) -> torch.Tensor:

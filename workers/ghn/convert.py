@@ -32,7 +32,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from workers.common import ModelError
+from workers.errors import ModelError
 from workers.ghn.model import canonical_state_dict, infer_config
 
 

@@ -1,7 +1,7 @@
 """The operations and the cell of DeepNets-1M-style networks (see :mod:`workers.ghn.deepnets`).
 
 Every operation is made from standard layers (``nn.Conv2d``, ``nn.BatchNorm2d``, ``nn.Linear``,
-pooling, elementwise glue) so that :func:`workers.graphs.arch_graph.architecture_graph` types
+pooling, elementwise glue) so that :func:`workers.graphs.arch.graph.architecture_graph` types
 each of them as a GHN primitive: separable convolutions become ``sep_conv`` nodes, dilated ones
 ``dil_conv``, self-attention is an explicit softmax (``msa``) and squeeze-excitation a multiply
 by a sigmoid gate (``cse``).

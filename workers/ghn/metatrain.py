@@ -31,10 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import math
-import platform
 import random
 import shlex
 import statistics
@@ -52,9 +49,12 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from workers.ghn.deepnets import ArchSpec, build_network, sample_spec
+from workers.ghn.evaluate import accuracy, prepare
 from workers.ghn.model import GHN3, GHN3Config, load_ghn
-from workers.ghn.predict import node_shapes, predict_parameters, predict_tensors
-from workers.graphs.arch_graph import ArchGraph, architecture_graph
+from workers.ghn.predict import node_shapes, predict_tensors
+from workers.graphs.arch.graph import ArchGraph, architecture_graph
+from workers.provenance import sha256_file, software_info, write_manifest
+from workers.tensors import cpu_state_dict
 from workers.training.loop import calibrate_batch_norm
 
 OURS_PATH = Path(__file__).parent / "weights" / "ghn_ours.pt"
@@ -246,17 +246,6 @@ class ArchPool:
         raise RuntimeError(f"no architecture under {self.max_mflops} MFLOPs in 1000 draws")
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode) on ``x``/``y``, in batches, no gradient."""
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(y), batch):
-            logits = model(x[start : start + batch])
-            correct += int((logits.argmax(1) == y[start : start + batch]).sum())
-    return correct / max(1, len(y))
-
-
 def evaluate_predictions(
     ghn: GHN3 | None,
     specs: Sequence[ArchSpec],
@@ -275,15 +264,12 @@ def evaluate_predictions(
     """
     results = []
     for spec in specs:
-        torch.manual_seed(seed)
-        net = build_network(spec)
-        seconds = 0.0
-        if ghn is not None:
-            start = time.perf_counter()
-            example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
-            predict_parameters(ghn, net, architecture_graph(net, example))
-            seconds = time.perf_counter() - start
-        calibrate_batch_norm(net, x_calib.chunk(calib_batches))
+        example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
+        prepared = prepare(
+            lambda spec=spec: build_network(spec), ghn, example, x_calib.chunk(calib_batches),
+            seed=seed,
+        )  # fmt: skip
+        net, seconds = prepared.model, prepared.seconds
         results.append(
             {
                 "split": spec.split,
@@ -400,12 +386,7 @@ def meta_train(
 def save_ghn(ghn: GHN3, path: Path) -> None:
     """Write ``{"state_dict", "config"}`` (weights only, loadable by ``load_ghn``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in ghn.state_dict().items()}
-    torch.save({"state_dict": state, "config": ghn.config.to_dict()}, path)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    torch.save({"state_dict": cpu_state_dict(ghn), "config": ghn.config.to_dict()}, path)
 
 
 def _fashion_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -460,13 +441,11 @@ def _write_manifest(
         "distinct_archs_seen": history.get("distinct_archs_seen"),
         "archs_refused_for_cost": history.get("archs_refused"),
         "seconds": history["seconds"],
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **software_info(),  # torch, python, threads
         "parameters": sum(p.numel() for p in ghn.parameters()),
-        "sha256": _sha256(out),
+        "sha256": sha256_file(out),
     }
-    (out.parent / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out.parent / "manifest.json", manifest, indent=2)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.graphs.arch_ops import PRIMITIVES
+from workers.ghn.predict import centred, predict_parameters
+from workers.graphs.arch.graph import architecture_graph
+from workers.graphs.arch.ops import PRIMITIVES
 
 # Structural embedding table sizes of the published model (rows = largest value + 1).
 MAX_DEGREE = 100
@@ -314,12 +316,6 @@ class GraphormerLayer(nn.Module):
 # --- decoders ---------------------------------------------------------------------------------
 
 
-def centred(size: int, k: int) -> slice:
-    """The centred window of length min(k, size) used for kernels: c-k//2 .. c+ceil(k/2)."""
-    c = size // 2
-    return slice(max(0, c - k // 2), min(size, c + (k + 1) // 2))
-
-
 class ConvDecoder(nn.Module):
     """Node vector -> (M0, M1, kh, kw) block, plus the classifier head.
 
@@ -471,9 +467,6 @@ class GHN3(nn.Module):
             ghn = load_ghn("workers/ghn/weights/ghn_ours.pt")
             model, report = ghn.predict(torchvision.models.resnet18(num_classes=10))
         """
-        from workers.ghn.predict import predict_parameters
-        from workers.graphs.arch_graph import architecture_graph
-
         was_training = self.training
         self.eval()
         try:

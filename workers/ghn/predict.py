@@ -2,7 +2,7 @@
 
 Pipeline (``shared/golden/golden_ghn3.md`` §5.3–5.8, checked numerically by the golden tests):
 
-1. the architecture graph (``workers.graphs.arch_graph``) gives node types, the distance matrix
+1. the architecture graph (``workers.graphs.arch.graph``) gives node types, the distance matrix
    and which parameters each node stands for; shapes are the model's true parameter shapes;
 2. the GHN turns the graph into one vector per node (:class:`workers.ghn.model.GHN3`);
 3. parameter nodes are grouped by a decoder key (:func:`decoder_key`) and decoded together;
@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.ghn.model import GHN3, centred
-from workers.graphs.arch_graph import ArchGraph, ArchNode, architecture_graph
+from workers.graphs.arch.graph import ArchGraph, ArchNode, architecture_graph
+
+if TYPE_CHECKING:  # the network is only passed in: importing it here would be a cycle
+    from workers.ghn.model import GHN3
+
+
+def centred(size: int, k: int) -> slice:
+    """The centred window of length min(k, size) used for kernels: c-k//2 .. c+ceil(k/2)."""
+    c = size // 2
+    return slice(max(0, c - k // 2), min(size, c + (k + 1) // 2))
 
 # A decoder key: (o, i, kh, kw) for conv-like tensors, (o, i) for the classifier weight,
 # (o, 0) for 1-D tensors and (o, -1) for the classifier bias.

@@ -12,13 +12,14 @@ bytes differ from the release is refused rather than silently used.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from workers.provenance import sha256_file
 
 __all__ = [
     "CHECKPOINT_DIR_ENV",
@@ -104,14 +105,6 @@ def resolve_checkpoint(path_or_name: str | os.PathLike[str]) -> Path:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_checkpoint(
     path_or_name: str | os.PathLike[str], *, verify_published: bool = True
 ) -> NiNoCheckpoint:
@@ -124,7 +117,7 @@ def load_checkpoint(
     path = resolve_checkpoint(path_or_name)
     published = _published_name(path)
     if verify_published and published is not None:
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != PUBLISHED_CHECKPOINTS[published]:
             raise CheckpointError(
                 f"{path} is named like the published {published!r} checkpoint but its sha256 is "

@@ -25,8 +25,6 @@ and the command that made them.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shlex
 import sys
 import time
@@ -38,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.graphs.param_graph import graph_features, params_from_features
+from workers.graphs.params.graph import graph_features, params_from_features
 from workers.nino.checkpoints import OURS_PATH
 from workers.nino.model import NiNoConfig, NiNoModel, load_model
 from workers.nino.scaling import scale_states, unscale
@@ -54,6 +52,8 @@ from workers.nino.trajectories import (
     unflatten,
     valid_starts,
 )
+from workers.provenance import read_manifest, software_info, write_manifest
+from workers.tensors import cpu_state_dict
 
 __all__ = [
     "OURS_PATH",
@@ -212,7 +212,8 @@ def save_weights(model: NiNoModel, path: str | Path) -> Path:
     defaults = asdict(NiNoConfig())
     model_args = {k: v for k, v in asdict(model.config).items() if v != defaults[k]}
     model_args["wte_pos_enc"] = False
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    # A copy: the file then holds each tensor alone, not the storage it may be a view of.
+    state = cpu_state_dict(model, copy=True)
     torch.save({"state_dict": state, "model_args": model_args}, path)
     return path
 
@@ -393,14 +394,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             "loss": "masked L1 over 40 future deltas in the per-tensor scaled space",
             "optimizer": "AdamW, cosine schedule",
             **summary,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
+            **software_info(),  # torch, python, threads
         },
         "command": args.command_line,
     }
     manifest_path = Path(args.manifest) if args.manifest else out.with_name(MANIFEST_NAME)
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_manifest(manifest_path, manifest, indent=1)
     print(
         f"saved {out} ({out.stat().st_size / 1e6:.1f} MB), final loss {summary['final_loss']}, "
         f"{summary['wall_time_s']}s; manifest {manifest_path}"
@@ -424,9 +423,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(_format_table(table))
     manifest_path = Path(args.manifest) if args.manifest else None
     if manifest_path is not None and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(manifest_path)
         manifest["quick_eval"] = {**table, "command": getattr(args, "command_line", None)}
-        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+        write_manifest(manifest_path, manifest, indent=1)
         print(f"recorded in {manifest_path}")
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from workers.graphs.param_graph import MAX_FEAT, ParamGraph, build_param_graph, graph_features
+from workers.graphs.params.graph import MAX_FEAT, ParamGraph, build_param_graph, graph_features
 from workers.nino.scaling import scale_states
 
 __all__ = [
@@ -302,7 +302,7 @@ def collect_run(
     initialisation), which is when the NiNo optimizer takes its snapshots too. Batches follow
     ``train_batches(batch, seed, epoch)`` like ``workers.training.loop.train``.
     """
-    from workers.training.loop import task_loss
+    from workers.data.datasets import task_loss
 
     data = data if data is not None else _dataset(spec.dataset, spec.args.get("context", 128))
     torch.manual_seed(spec.seed)

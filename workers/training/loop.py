@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.data.datasets import Batch, TrainingData
+# task_loss is defined with the data (the targets' layout is the data's); importing it from
+# here keeps working.
+from workers.data.datasets import Batch, TrainingData, task_loss
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
@@ -85,13 +87,15 @@ class Callbacks:
     - ``on_step(step, loss)`` after every ``step_every``-th step (training loss of that step;
       skipped on a replaced step, which has no loss).
     - ``on_eval(step, metrics)`` after every evaluation (see ``evaluate`` for the keys).
-    - ``should_stop()`` every ``stop_every`` steps; true ends training early (cancel).
-
-    A callback may also raise (``workers.common.Cancelled``, say); the loop does not catch it.
+    - ``on_progress(step)`` every ``stop_every`` steps: a place to report progress, and to
+      raise (``workers.errors.Cancelled``, say) to abandon the run; the loop does not catch it.
+    - ``should_stop()`` every ``stop_every`` steps; true ends training early and returns what
+      it has (``stopped_early``) — an early-stopping rule of the caller's.
     """
 
     on_step: Callable[[int, float], None] | None = None
     on_eval: Callable[[int, dict[str, float]], None] | None = None
+    on_progress: Callable[[int], None] | None = None
     should_stop: Callable[[], bool] | None = None
     step_every: int = 10
     stop_every: int = 10
@@ -124,11 +128,6 @@ class TrainResult:
         if not with_curves:
             del out["losses"], out["evals"]
         return out
-
-
-def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy; [batch, T, vocab] logits (char-lm) are flattened over positions."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 @torch.no_grad()
@@ -338,6 +337,8 @@ def train(
         result.steps_done = step
         if eval_every > 0 and step % eval_every == 0:
             run_eval(step)
+        if callbacks.on_progress is not None and step % callbacks.stop_every == 0 and step < steps:
+            callbacks.on_progress(step)
         if (
             callbacks.should_stop is not None
             and step % callbacks.stop_every == 0

@@ -1,6 +1,5 @@
-"""The model zoo: a catalog of buildable architectures (torchvision and built-in families).
+"""The model zoo: builders of the catalog's architectures (torchvision and built-in families).
 
-``workers.zoo.catalog`` is pure Python and safe to import from the web tier; the modules that
-build models (``builtin``, ``build``, ``make_catalog``) import torch and are only used by workers.
-Keep this file free of imports so importing the catalog never pulls torch in.
+The catalog itself (names, arguments, input shapes) is ``workers.catalog.models``, torch-free;
+the modules here (``builtin``, ``build``, ``make_catalog``) import torch and run on workers.
 """

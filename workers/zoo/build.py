@@ -13,8 +13,8 @@ from torch.nn.modules.module import (
     register_module_parameter_registration_hook,
 )
 
+from workers.catalog.models import get_entry, input_shape, validate_args
 from workers.zoo.builtin import build_builtin
-from workers.zoo.catalog import get_entry, input_shape, validate_args
 
 # Builder arguments set on the user's behalf. GoogLeNet and Inception v3 warn unless
 # init_weights is explicit; True is their current default, so the models do not change.

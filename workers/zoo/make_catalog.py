@@ -1,4 +1,4 @@
-"""Generate ``workers/zoo/catalog.json``: run ``python -m workers.zoo.make_catalog``.
+"""Generate ``workers/catalog/models.json``: run ``python -m workers.zoo.make_catalog``.
 
 Every torchvision classification model and every built-in family is built once with its
 default arguments on the meta device (no memory, no weights) to count parameters, to find out
@@ -19,9 +19,9 @@ import torch
 import torchvision
 from torch import nn
 
+from workers.catalog.models import CATALOG_PATH, TORCHVISION_ARGS, builtin_input_shape
 from workers.zoo.build import construct_on_meta
 from workers.zoo.builtin import BUILTIN_SPECS, build_builtin
-from workers.zoo.catalog import CATALOG_PATH, TORCHVISION_ARGS, builtin_input_shape
 
 # Models whose architecture is defined for another resolution than 224x224.
 # inception_v3 has no adaptive stem: 299x299 is the size its layer arithmetic was designed for.

@@ -19,7 +19,7 @@ from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
 from webapp.jobs.api.serializers import JobSerializer
 from webapp.jobs.models import Job
-from workers.zoo.catalog import load_catalog
+from workers.catalog.models import load_catalog
 
 
 class ArchitectureViewSet(OwnedDeletableViewSet):

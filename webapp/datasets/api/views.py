@@ -11,7 +11,7 @@ from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
 from webapp.datasets.api.serializers import DatasetCreateSerializer, DatasetSerializer
 from webapp.datasets.models import Dataset, create_dataset
-from webapp.jobs.parameters import ACCELERATORS, BUILTIN_DATASETS
+from workers.catalog import ACCELERATORS, DATASETS
 
 
 class DatasetViewSet(OwnedDeletableViewSet):
@@ -45,7 +45,11 @@ class BuiltinDatasetsView(APIView):
     def get(self, request: Request) -> Response:
         return Response(
             {
-                "datasets": [{"name": k, "description": v} for k, v in BUILTIN_DATASETS.items()],
-                "accelerators": [{"name": k, "description": v} for k, v in ACCELERATORS.items()],
+                "datasets": [
+                    {"name": d.name, "description": d.description} for d in DATASETS.values()
+                ],
+                "accelerators": [
+                    {"name": a.name, "description": a.label} for a in ACCELERATORS.values()
+                ],
             }
         )

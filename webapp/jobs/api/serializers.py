@@ -6,9 +6,8 @@ from rest_framework import serializers
 
 from webapp.architectures.models import Architecture
 from webapp.checkpoints.models import Checkpoint
-from webapp.jobs.kinds import KINDS
+from webapp.jobs.kinds import KINDS, clean_parameters
 from webapp.jobs.models import Artifact, Job
-from webapp.jobs.parameters import clean_parameters
 
 
 class ArtifactSerializer(serializers.ModelSerializer):

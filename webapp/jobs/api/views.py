@@ -11,8 +11,8 @@ from rest_framework.views import APIView
 
 from webapp.core.api import OwnedViewSet
 from webapp.jobs.api.serializers import ArtifactSerializer, JobCreateSerializer, JobSerializer
+from webapp.jobs.kinds.predict import ghn_descriptions
 from webapp.jobs.models import Job, downsample
-from webapp.jobs.parameters import ghn_descriptions
 
 MAX_METRIC_POINTS = 5000
 

@@ -1,0 +1,323 @@
+"""Building the parameter graph: walk a model once, allocate neurons, record edge blocks.
+
+``build_param_graph`` reads plain layers (Linear, Conv, norms, Embedding) and containers as a
+chain; modules registered with ``workers.graphs.params.registry.register_block`` are handed to
+their handler, which uses the public methods of ``GraphBuilder`` below (``nodes``, ``param``,
+``param_edges``, ``aux_edges`` and the layer helpers) to add their nodes and edges. The layout
+conventions are described in ``workers.graphs.params.graph``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from workers.errors import ModelError
+from workers.graphs.params.container import EDGE_TYPES, MAX_FEAT, ParamGraph, ParamSegment
+from workers.graphs.params.registry import block_handler
+
+_NORM_LAYERS = (
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+_CONV_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+@dataclass
+class _EdgeBlock:
+    """A dense block of edges from every ``src`` node to every ``dst`` node (source-major)."""
+
+    src: Tensor
+    dst: Tensor
+    edge_type: int
+    reverse: bool = False  # store the edges as dst -> src (transposed key weights)
+
+    @property
+    def size(self) -> int:
+        return len(self.src) * len(self.dst)
+
+
+class GraphBuilder:
+    """Walks a model once, allocating nodes and recording edge blocks; ``finish`` fills them.
+
+    Node ids are handed out in call order, and parameter edges are laid out in the order
+    ``param_edges`` is called, so a block handler fixes the graph's node and edge order by the
+    order of its calls. Edges are only recorded (as index ranges) until ``finish``, which
+    writes them into one preallocated ``edge_index``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+        self.num_nodes = 0
+        self.num_param_edges = 0
+        self.blocks: list[_EdgeBlock] = []
+        self.aux: list[tuple[Tensor, Tensor, int]] = []
+        self.segments: list[ParamSegment] = []
+        self.param_shapes: dict[str, torch.Size] = {}
+        self.seen: set[int] = set()
+
+    # -- allocation -------------------------------------------------------------------------
+
+    def nodes(self, n: int) -> Tensor:
+        """``n`` new node ids."""
+        ids = torch.arange(self.num_nodes, self.num_nodes + n)
+        self.num_nodes += n
+        return ids
+
+    def name_of(self, module: nn.Module) -> str:
+        """The module's dotted name in the model, for error messages."""
+        return self.names.get(id(module), "") or "(model)"
+
+    def param(self, module: nn.Module, attr: str) -> tuple[str, Tensor]:
+        """Claim parameter ``module.<attr>``: its full name and tensor (refused if tied)."""
+        prefix = self.names.get(id(module), "")
+        name = f"{prefix}.{attr}" if prefix else attr
+        tensor = getattr(module, attr)
+        if id(tensor) in self.seen:
+            raise ModelError(
+                f"Parameter {name} is shared with another layer; tied parameters are not "
+                "supported by the parameter graph."
+            )
+        self.seen.add(id(tensor))
+        self.param_shapes[name] = tensor.shape
+        return name, tensor
+
+    def param_edges(
+        self,
+        name: str,
+        rows: tuple[int, int],
+        src: Tensor,
+        dst: Tensor,
+        edge_type: int,
+        kernel: int = 1,
+        src_major: bool = False,
+        reverse: bool = False,
+    ) -> None:
+        """Record the edges holding rows ``rows`` of parameter ``name`` (see ``ParamSegment``).
+
+        ``reverse`` stores the edges as ``dst -> src`` (keys, whose weights run transposed).
+        """
+        self.segments.append(
+            ParamSegment(
+                name, rows[0], rows[1], self.num_param_edges, len(src), len(dst), kernel, src_major
+            )
+        )
+        self.blocks.append(_EdgeBlock(src, dst, edge_type, reverse))
+        self.num_param_edges += len(src) * len(dst)
+
+    def aux_edges(self, src: Tensor, dst: Tensor, edge_type: int) -> None:
+        """Record auxiliary one-to-one edges ``src[j] -> dst[j]`` (no parameter)."""
+        self.aux.append((src, dst, edge_type))
+
+    def head_edges(self, heads: Tensor, neurons: Tensor, head_dim: int, group: int) -> None:
+        """Join head ``h`` to neurons of head ``h // group`` (``group`` > 1: shared kv heads)."""
+        owner = torch.arange(len(heads)).repeat_interleave(head_dim)
+        dims = torch.arange(head_dim).repeat(len(heads))
+        self.aux_edges(
+            heads[owner], neurons[(owner // group) * head_dim + dims], EDGE_TYPES["head"]
+        )
+
+    # -- layers ------------------------------------------------------------------------------
+
+    def inputs(self, current: Tensor | None, n: int, module: nn.Module) -> Tensor:
+        """The layer's input neurons: the current ones, or fresh input nodes for a first layer."""
+        if current is None:
+            return self.nodes(n)
+        if len(current) != n:
+            raise ModelError(
+                f"Layer {self.name_of(module)} ({type(module).__name__}) expects {n} inputs but "
+                f"the layer before it has {len(current)} neurons; the parameter graph reads "
+                "models as a chain of layers (flattening feature maps is not supported)."
+            )
+        return current
+
+    def dense(
+        self,
+        module: nn.Module,
+        current: Tensor | None,
+        n_in: int,
+        n_out: int,
+        edge_type: int,
+        kernel: int = 1,
+    ) -> Tensor:
+        """A Linear/Conv layer: bias node, then output neurons; weight edges, then bias edges."""
+        src = self.inputs(current, n_in, module)
+        w_name, _ = self.param(module, "weight")
+        has_bias = getattr(module, "bias", None) is not None
+        bias_node = self.nodes(1) if has_bias else None
+        out = self.nodes(n_out)
+        self.param_edges(w_name, (0, n_out), src, out, edge_type, kernel)
+        if bias_node is not None:
+            b_name, _ = self.param(module, "bias")
+            self.param_edges(b_name, (0, n_out), bias_node, out, EDGE_TYPES["bias"])
+        return out
+
+    def linear(self, module: nn.Linear, current: Tensor | None, edge_type: int = 1) -> Tensor:
+        """A Linear layer; ``edge_type`` overrides the weight edges' type (attention roles)."""
+        return self.dense(module, current, module.in_features, module.out_features, edge_type)
+
+    def conv(self, module: nn.Module, current: Tensor | None) -> Tensor:
+        """A Conv layer with at most 3x3 kernel positions and no groups."""
+        assert isinstance(module, _CONV_LAYERS)
+        name = self.name_of(module)
+        if module.groups != 1:
+            raise ModelError(
+                f"Layer {name} is a grouped/depthwise convolution (groups={module.groups}), "
+                "which the parameter graph does not support."
+            )
+        kernel = math.prod(module.kernel_size)
+        if kernel > MAX_FEAT:
+            size = "x".join(str(s) for s in module.kernel_size)
+            raise ModelError(
+                f"Layer {name} has a {size} kernel ({kernel} positions); the parameter graph "
+                f"holds at most {MAX_FEAT} positions per edge (3x3)."
+            )
+        return self.dense(
+            module,
+            current,
+            module.in_channels,
+            module.out_channels,
+            EDGE_TYPES["conv"],
+            kernel,
+        )
+
+    def norm(self, module: nn.Module, current: Tensor | None) -> Tensor:
+        """Affine vectors of a norm layer: one node each, joined to the normalised neurons."""
+        weight = getattr(module, "weight", None)
+        if weight is None:
+            return current if current is not None else torch.empty(0, dtype=torch.long)
+        if weight.dim() != 1:
+            raise ModelError(
+                f"Layer {self.name_of(module)} normalises over several dimensions "
+                f"{tuple(weight.shape)}; the parameter graph supports one feature dimension."
+            )
+        neurons = self.inputs(current, weight.shape[0], module)
+        for attr, edge_type in (("weight", EDGE_TYPES["norm"]), ("bias", EDGE_TYPES["bias"])):
+            if getattr(module, attr, None) is None:
+                continue
+            name, _ = self.param(module, attr)
+            self.param_edges(name, (0, len(neurons)), self.nodes(1), neurons, edge_type)
+        return neurons
+
+    def embedding(self, module: nn.Embedding, dst: Tensor | None, edge_type: int) -> Tensor:
+        """Embedding rows: one node per row, edges row -> embedding neuron (``W[v, j]``)."""
+        name, weight = self.param(module, "weight")
+        rows, width = weight.shape
+        src = self.nodes(rows)
+        if dst is None:
+            dst = self.nodes(width)
+        elif len(dst) != width:
+            raise ModelError(f"Embedding {self.name_of(module)} has width {width}, not {len(dst)}.")
+        self.param_edges(name, (0, rows), src, dst, edge_type, src_major=True)
+        return dst
+
+    def layer(self, module: nn.Module, current: Tensor | None) -> Tensor | None:
+        """A leaf module of a chain: the neurons after it."""
+        if isinstance(module, nn.Linear):
+            return self.linear(module, current)
+        if isinstance(module, _CONV_LAYERS):
+            return self.conv(module, current)
+        if isinstance(module, _NORM_LAYERS):
+            return self.norm(module, current)
+        if isinstance(module, nn.Embedding):
+            if current is not None:
+                raise ModelError(
+                    f"Embedding {self.name_of(module)} is not the first layer; the parameter "
+                    "graph only supports embeddings of the model's input."
+                )
+            return self.embedding(module, None, EDGE_TYPES["token_embedding"])
+        if next(module.parameters(recurse=False), None) is not None:
+            raise ModelError(
+                f"Layer {self.name_of(module)} ({type(module).__name__}) is not supported by the "
+                "parameter graph."
+            )
+        return current  # activations, pooling, dropout, flatten: no neurons of their own
+
+    def module(self, module: nn.Module, current: Tensor | None, root: bool = False) -> Tensor:
+        """Any module: a registered block goes to its handler, a container is read as a chain.
+
+        Leaves are read as layers (``layer``); ``root`` accepts the model's own top module as a
+        chain of its children even when it is not a container.
+        """
+        handler = block_handler(type(module))
+        if handler is not None:
+            return handler(self, module, current)
+        children = list(module.children())
+        if not children:
+            return self.layer(module, current)
+        if not root and not isinstance(module, _CONTAINERS):
+            raise ModelError(
+                f"Block {self.name_of(module)} ({type(module).__name__}) has a data flow the "
+                "parameter graph cannot read (only chains of layers and the built-in blocks are "
+                "supported)."
+            )
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        if own:
+            raise ModelError(
+                f"Parameter {own[0]} of {type(module).__name__} is not inside a supported layer."
+            )
+        for child in children:
+            current = self.module(child, current)
+        return current
+
+    # -- output ------------------------------------------------------------------------------
+
+    def finish(self) -> ParamGraph:
+        """Write the recorded edges into one graph; refuses parameters no layer claimed."""
+        missing = [n for n, p in self.model.named_parameters() if id(p) not in self.seen]
+        if missing:
+            raise ModelError(f"Parameter {missing[0]} is not part of a supported layer.")
+        n_aux = sum(len(src) for src, _, _ in self.aux)
+        n_nodes = self.num_nodes
+        total = self.num_param_edges + n_aux + n_nodes
+        edge_index = torch.empty(2, total, dtype=torch.long)
+        edge_type = torch.empty(total, dtype=torch.long)
+        start = 0
+        for blk in self.blocks:
+            end = start + blk.size
+            a, b = (1, 0) if blk.reverse else (0, 1)
+            shape = (len(blk.src), len(blk.dst))
+            # Filling preallocated rows in place keeps peak memory at the final graph's size.
+            edge_index[a, start:end].view(shape).copy_(blk.src.view(-1, 1).expand(shape))
+            edge_index[b, start:end].view(shape).copy_(blk.dst.view(1, -1).expand(shape))
+            edge_type[start:end] = blk.edge_type
+            start = end
+        for src, dst, kind in self.aux:
+            end = start + len(src)
+            edge_index[0, start:end] = src
+            edge_index[1, start:end] = dst
+            edge_type[start:end] = kind
+            start = end
+        edge_index[:, start:] = torch.arange(n_nodes)
+        edge_type[start:] = EDGE_TYPES["self_loop"]
+        return ParamGraph(
+            edge_index=edge_index,
+            edge_type=edge_type,
+            num_nodes=n_nodes,
+            num_param_edges=self.num_param_edges,
+            segments=tuple(self.segments),
+            param_shapes=dict(self.param_shapes),
+        )
+
+
+def build_param_graph(model: nn.Module) -> ParamGraph:
+    """Build the parameter graph of ``model`` from its module types and parameter shapes.
+
+    Parameter values are never read, so a model on the meta device works (and costs no
+    memory). Raises ``ModelError`` naming the first layer the graph cannot represent.
+    """
+    builder = GraphBuilder(model)
+    builder.module(model, None, root=True)
+    return builder.finish()

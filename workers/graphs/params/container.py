@@ -1,0 +1,270 @@
+"""The parameter graph as data: ``ParamGraph``, its edge features, and the map back to parameters.
+
+``ParamGraph`` holds the structure (``edge_index``, ``edge_type``) and, in ``segments``, where
+every parameter element sits among the edges. ``graph_features`` writes parameter states onto
+the edges; ``params_from_features`` reads them back. ``ParamGraph.to_pyg`` hands the graph out
+as a PyG ``Data`` that carries that map too, so ``ParamGraph.from_pyg`` recovers the graph from
+it unchanged. The layout conventions are described in ``workers.graphs.params.graph``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # PyG takes ~1.5 s to import: only ``to_pyg``/``from_pyg`` need it
+    from torch_geometric.data import Data
+
+# The 15-row edge-type embedding of the published checkpoints (row 14 is unused).
+EDGE_TYPES: dict[str, int] = {
+    "pad": 0,
+    "linear": 1,
+    "bias": 2,
+    "conv": 3,
+    "norm": 4,
+    "token_embedding": 5,
+    "position_embedding": 6,
+    "query": 7,
+    "key": 8,
+    "value": 9,
+    "residual": 10,
+    "head": 11,
+    "reserved": 12,
+    "self_loop": 13,
+}
+# Feature positions per edge: a 3x3 kernel, the largest the released checkpoints know.
+MAX_FEAT = 9
+AUX_VALUE = 1.0
+SELF_LOOP_VALUE = 2.0
+
+# Attributes of a ``Data`` made by ``ParamGraph.to_pyg`` that hold the map back to parameters.
+_PYG_LAYOUT_KEYS = ("num_param_edges", "param_segments", "param_shapes")
+
+
+@dataclass(frozen=True)
+class ParamSegment:
+    """Where rows ``row_start:row_end`` (dim 0) of one parameter live among the edges.
+
+    The rows occupy the ``n_src * n_dst`` edges from ``edge_start`` on, source-major. Normally
+    dim 0 indexes destinations (``W[o, i, *kernel]`` -> edge ``edge_start + i * n_dst + o``,
+    positions ``0..kernel-1``); for embeddings (``src_major``) dim 0 indexes the sources
+    (``W[v, j]`` -> edge ``edge_start + v * n_dst + j``).
+    """
+
+    name: str
+    row_start: int
+    row_end: int
+    edge_start: int
+    n_src: int
+    n_dst: int
+    kernel: int = 1
+    src_major: bool = False
+
+    @property
+    def edge_end(self) -> int:
+        """One past the last edge of the segment."""
+        return self.edge_start + self.n_src * self.n_dst
+
+
+@dataclass
+class ParamGraph:
+    """A model's parameter graph: structure, edge types and the map back to parameters.
+
+    ``edge_index`` is [2, E] (row 0 source, row 1 target), ``edge_type`` [E] with the values of
+    ``EDGE_TYPES``. Edges ``[0, num_param_edges)`` hold parameters (see ``segments``), edges
+    ``[num_param_edges, E - num_nodes)`` are auxiliary (residual, head) and the last
+    ``num_nodes`` are self-loops ``n -> n`` in node order.
+    """
+
+    edge_index: Tensor
+    edge_type: Tensor
+    num_nodes: int
+    num_param_edges: int
+    segments: tuple[ParamSegment, ...]
+    param_shapes: dict[str, torch.Size]
+    _lpe: dict[int, Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges, auxiliary edges and self-loops included."""
+        return self.edge_index.shape[1]
+
+    @property
+    def aux_mask(self) -> Tensor:
+        """[E] bool, True for edges that carry no parameter (residual, head, self-loop)."""
+        mask = torch.zeros(self.num_edges, dtype=torch.bool)
+        mask[self.num_param_edges :] = True
+        return mask
+
+    @property
+    def edge_ranges(self) -> dict[str, tuple[int, int]]:
+        """First and one-past-last edge of each parameter (its edges are contiguous)."""
+        ranges: dict[str, tuple[int, int]] = {}
+        for seg in self.segments:
+            start, end = ranges.get(seg.name, (seg.edge_start, seg.edge_end))
+            ranges[seg.name] = (min(start, seg.edge_start), max(end, seg.edge_end))
+        return ranges
+
+    def element_index(self, name: str) -> Tensor:
+        """Flat positions in a [E, 9] feature matrix of every element of parameter ``name``.
+
+        Returned in the parameter's row-major element order, so that
+        ``features.view(-1)[graph.element_index(name)]`` is ``param.view(-1)``.
+        """
+        parts = []
+        for seg in self.segments:
+            if seg.name != name:
+                continue
+            k = torch.arange(seg.kernel)
+            if seg.src_major:
+                edge = seg.edge_start + torch.arange(seg.n_src * seg.n_dst)
+                parts.append(edge * MAX_FEAT)
+            else:
+                o = torch.arange(seg.n_dst).view(-1, 1, 1)
+                i = torch.arange(seg.n_src).view(1, -1, 1)
+                edge = seg.edge_start + i * seg.n_dst + o
+                parts.append((edge * MAX_FEAT + k.view(1, 1, -1)).reshape(-1))
+        if not parts:
+            raise KeyError(f"no parameter {name!r} in the graph")
+        return torch.cat(parts)
+
+    def to_pyg(self, edge_attr: Tensor | None = None, lpe: Tensor | None = None) -> Data:
+        """This graph as a PyG ``Data``: what NiNo reads, plus the map back to parameters.
+
+        The ``Data`` has ``edge_index``, ``edge_type`` and ``num_nodes``, with ``edge_attr``
+        (e.g. from ``graph_features``) and ``lpe`` (node encodings [N, k]) when given; those
+        are the inputs of ``NiNoModel.predict_pyg``. It also carries ``num_param_edges``,
+        ``param_segments`` and ``param_shapes`` so that ``ParamGraph.from_pyg`` gives this
+        graph back. Tensors are shared, not copied.
+        """
+        from torch_geometric.data import Data
+
+        data = Data(edge_index=self.edge_index, edge_type=self.edge_type, num_nodes=self.num_nodes)
+        data.num_param_edges = self.num_param_edges
+        data.param_segments = self.segments
+        data.param_shapes = dict(self.param_shapes)
+        if edge_attr is not None:
+            if edge_attr.shape[0] != self.num_edges:
+                raise ValueError(
+                    f"edge_attr has {edge_attr.shape[0]} rows; the graph has {self.num_edges} edges"
+                )
+            data.edge_attr = edge_attr
+        if lpe is not None:
+            if lpe.shape[0] != self.num_nodes:
+                raise ValueError(
+                    f"lpe has {lpe.shape[0]} rows; the graph has {self.num_nodes} nodes"
+                )
+            data.lpe = lpe
+        return data
+
+    @classmethod
+    def from_pyg(cls, data: Data) -> ParamGraph:
+        """The parameter graph a ``Data`` made by :meth:`to_pyg` describes.
+
+        Structure tensors are shared with ``data``. PyG's own transforms (``data.to(...)``,
+        ``clone``) turn tuples into lists, so the layout is normalised back. A ``data.lpe`` is
+        kept as the graph's cached encoding for its width, so ``lpe(k)`` returns it.
+        """
+        missing = [key for key in ("edge_index", "edge_type", *_PYG_LAYOUT_KEYS) if key not in data]
+        if missing:
+            raise ValueError(
+                f"this Data has no {', '.join(missing)}; only a Data made by ParamGraph.to_pyg "
+                "can be turned back into a parameter graph"
+            )
+        graph = cls(
+            edge_index=data.edge_index,
+            edge_type=data.edge_type,
+            num_nodes=int(data.num_nodes),
+            num_param_edges=int(data.num_param_edges),
+            segments=tuple(_as_segment(seg) for seg in data.param_segments),
+            param_shapes={name: torch.Size(shape) for name, shape in data.param_shapes.items()},
+        )
+        lpe = data.get("lpe")
+        if lpe is not None:
+            graph._lpe[lpe.shape[1]] = lpe
+        return graph
+
+    def lpe(self, k: int = 8, cache_dir: str | None = None) -> Tensor:
+        """Laplacian eigenvector positional encoding [num_nodes, k] (see ``lpe.laplacian_pe``)."""
+        from workers.graphs.params.lpe import laplacian_pe
+
+        if k not in self._lpe:
+            self._lpe[k] = laplacian_pe(self.edge_index, self.num_nodes, k, cache_dir=cache_dir)
+        return self._lpe[k]
+
+
+def _as_segment(value: Any) -> ParamSegment:
+    # Segments stay ParamSegment objects through PyG; a plain sequence is accepted too, so that
+    # a Data whose layout went through a generic (de)serialiser still converts.
+    return value if isinstance(value, ParamSegment) else ParamSegment(*value)
+
+
+def graph_features(
+    graph: ParamGraph,
+    params: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
+) -> Tensor:
+    """Edge features [E, 9 * c] from ``c`` parameter states (one state dict, or a list).
+
+    Column ``f * c + t`` holds feature position ``f`` of state ``t`` (the reference layout).
+    Auxiliary edges hold 1.0 and self-loops 2.0 at position 0 of every state; unused positions
+    are 0. Values are copied, never scaled.
+    """
+    states = [params] if isinstance(params, Mapping) else list(params)
+    if not states:
+        raise ValueError("graph_features needs at least one parameter state")
+    c = len(states)
+    first = states[0][graph.segments[0].name] if graph.segments else torch.zeros(())
+    out = torch.zeros(graph.num_edges, MAX_FEAT, c, dtype=first.dtype, device=first.device)
+    for seg in graph.segments:
+        shape = graph.param_shapes[seg.name]
+        stacked = torch.stack(
+            [state[seg.name].detach()[seg.row_start : seg.row_end] for state in states], dim=-1
+        )
+        if tuple(stacked.shape[:-1]) != (seg.row_end - seg.row_start, *shape[1:]):
+            raise ValueError(f"{seg.name} has shape {tuple(stacked.shape[:-1])}, not {shape}")
+        if seg.src_major:
+            values = stacked.reshape(seg.n_src, seg.n_dst, 1, c)
+        else:
+            values = stacked.reshape(seg.n_dst, seg.n_src, seg.kernel, c).transpose(0, 1)
+        target = out[seg.edge_start : seg.edge_end].view(seg.n_src, seg.n_dst, MAX_FEAT, c)
+        target[:, :, : seg.kernel].copy_(values)
+    loops = graph.num_edges - graph.num_nodes
+    out[graph.num_param_edges : loops, 0] = AUX_VALUE
+    out[loops:, 0] = SELF_LOOP_VALUE
+    return out.view(graph.num_edges, MAX_FEAT * c)
+
+
+def params_from_features(
+    graph: ParamGraph, edge_attr: Tensor, state: int = -1
+) -> dict[str, Tensor]:
+    """Read parameters back from edge features: the inverse of ``graph_features``.
+
+    ``edge_attr`` is [E, 9] or [E, 9 * c] (then state ``state`` is read, by default the last).
+    Auxiliary edges, self-loops and unused positions are ignored. Returns new contiguous tensors
+    keyed by parameter name, in parameter order.
+    """
+    if edge_attr.dim() != 2 or edge_attr.shape[0] != graph.num_edges:
+        raise ValueError(
+            f"edge_attr must be [{graph.num_edges}, 9*c], not {tuple(edge_attr.shape)}"
+        )
+    c, rem = divmod(edge_attr.shape[1], MAX_FEAT)
+    if rem or c < 1:
+        raise ValueError(f"edge_attr width {edge_attr.shape[1]} is not a multiple of {MAX_FEAT}")
+    feats = edge_attr.view(graph.num_edges, MAX_FEAT, c)[:, :, state]
+    pieces: dict[str, list[Tensor]] = {name: [] for name in graph.param_shapes}
+    for seg in graph.segments:
+        shape = graph.param_shapes[seg.name]
+        block = feats[seg.edge_start : seg.edge_end].view(seg.n_src, seg.n_dst, MAX_FEAT)
+        if seg.src_major:
+            piece = block[:, :, 0]
+        else:
+            piece = block[:, :, : seg.kernel].transpose(0, 1)
+        pieces[seg.name].append(piece.reshape(seg.row_end - seg.row_start, *shape[1:]))
+    return {
+        name: torch.cat(parts).contiguous() if len(parts) > 1 else parts[0].contiguous()
+        for name, parts in pieces.items()
+    }

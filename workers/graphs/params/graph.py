@@ -1,0 +1,77 @@
+"""The parameter graph ("neural graph") that NiNo reads: neurons as nodes, weights as edges.
+
+Conventions follow the published NiNo ones (``docs/NINO.md``) and reproduce the reference's
+FM/16 graph exactly (same node order, edge order, edge types and features):
+
+* Nodes are neurons. The input neurons of the first layer come first; every layer then adds,
+  in parameter order, one node per 1-D parameter (bias) followed by its output neurons. Norm
+  layers add one node per affine vector (weight, then bias) joined to the neurons they scale.
+* Each weight element ``W[o, i, ...]`` is a directed edge input ``i`` -> output ``o``. Edges of
+  one parameter form a contiguous source-major block (edge ``start + i * n_out + o``); conv
+  kernels (at most 3x3) fill the first ``prod(kernel_size)`` of the 9 feature positions, all
+  other parameters only position 0.
+* Edges that hold parameters come first, in ``model.named_parameters()`` order. Auxiliary
+  edges follow (residual one-to-one edges, attention-head edges; feature 1.0), then one
+  self-loop per node (feature 2.0), as in the reference.
+
+Transformers (built-in ``transformer`` and ``llama`` families):
+
+* Token embedding: one node per token id, edges token -> embedding neuron (type 5); learned
+  position embedding: one node per position joined to the same embedding neurons (type 6).
+* Attention: query neurons get edges from the block input (type 7); key weights run transposed,
+  from the query neuron of the same head dimension back to the block input (type 8), so keys
+  need no neurons of their own; value neurons get edges from the block input (type 9). One node
+  per head joins (head -> neuron, type 11) that head's query and value neurons. The output
+  projection reads the value neurons. Fused ``qkv`` tensors are split into these three roles;
+  their biases become three nodes, joined to the query neurons, the block input (the key
+  layer's outputs once transposed, as in the reference) and the value neurons.
+* Grouped-query attention: key/value head ``g`` serves query heads ``g*G .. g*G+G-1``; its key
+  rows run from the query neurons of head ``g*G`` and the output projection reads, for query
+  head ``h``, the value neurons of head ``h // G`` (so node pairs repeat: multi-edges).
+* SwiGLU: gate and up projections share one set of hidden neurons (two edges per pair).
+* Residual connections are one-to-one edges (type 10) from the block's input neurons to the
+  neurons that receive the sum; those neurons are the stream from then on.
+
+Layers are read as a chain in registration order (as the reference does), which is only sound
+for chains; so besides plain containers (``Sequential``, ``ModuleList``, ``ModuleDict``) and the
+model's own top module, only blocks registered with ``register_block`` (``registry``) are
+accepted: the model code that defines a block registers a handler that knows its data flow.
+``workers.zoo.builtin`` registers its ``ResidualBlock`` (residual edges around its two
+convolutions), ``CharTransformer`` and ``Llama`` with the handlers of ``blocks``. Anything else
+with parameters raises ``ModelError`` naming the layer, and so does a layer whose input width
+differs from the previous layer's output width. A custom top module is trusted to be a chain:
+its ``forward`` is not read, so a skip connection written there would be missed.
+
+This module is the package's front door and re-exports its public names; the code lives in
+``container`` (``ParamGraph``, edge features, the map back to parameters, PyG ``Data``),
+``builder`` (``build_param_graph``, ``GraphBuilder``), ``registry`` and ``blocks``.
+"""
+
+from workers.graphs.params.builder import GraphBuilder, build_param_graph
+from workers.graphs.params.container import (
+    AUX_VALUE,
+    EDGE_TYPES,
+    MAX_FEAT,
+    SELF_LOOP_VALUE,
+    ParamGraph,
+    ParamSegment,
+    graph_features,
+    params_from_features,
+)
+from workers.graphs.params.registry import BlockHandler, block_handler, register_block
+
+__all__ = [
+    "AUX_VALUE",
+    "EDGE_TYPES",
+    "MAX_FEAT",
+    "SELF_LOOP_VALUE",
+    "BlockHandler",
+    "GraphBuilder",
+    "ParamGraph",
+    "ParamSegment",
+    "block_handler",
+    "build_param_graph",
+    "graph_features",
+    "params_from_features",
+    "register_block",
+]

@@ -1,0 +1,51 @@
+"""A job's stored inputs, made usable by the engine: local files and model builders."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def local_file(field: Any) -> Iterator[Path]:
+    """A local path for a stored file: the file itself on disk storage, else a temporary copy."""
+    try:
+        yield Path(field.path)
+        return
+    except NotImplementedError:
+        pass  # remote storage (S3 and the like): copy it down
+    suffix = Path(field.name).suffix
+    with tempfile.NamedTemporaryFile(suffix=suffix) as handle, field.open("rb") as source:
+        shutil.copyfileobj(source, handle, 1 << 20)
+        handle.flush()
+        yield Path(handle.name)
+
+
+def model_builder(architecture: Any) -> Callable[[], Any]:
+    """A builder for an architecture row's network (zoo entry or a checked ``.pt2``).
+
+    An uploaded archive is loaded once, while its file is at hand; the builder hands out
+    copies, so every run starts from the same module.
+    """
+    from workers.pipelines.inputs import model_builder as engine_builder
+
+    if not architecture.file:
+        return engine_builder("zoo", architecture.zoo_name, architecture.zoo_args)
+    with local_file(architecture.file) as path:
+        model = engine_builder(architecture.source, path=str(path))()
+    return lambda: copy.deepcopy(model)
+
+
+def example_input(architecture: Any) -> Any:
+    """The zoo's example input batch for a zoo architecture, else None (a ``.pt2`` carries its
+    own, which the graph builder finds)."""
+    if architecture.source != "zoo":
+        return None
+    from workers.zoo.build import example_input as zoo_example
+
+    return zoo_example(architecture.zoo_name, architecture.zoo_args)

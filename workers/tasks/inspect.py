@@ -1,0 +1,48 @@
+"""The ``inspect`` task: build the architecture, count its parameters, store its graphs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+
+from workers.errors import ProgressFn
+from workers.tasks.inputs import local_file
+from workers.tasks.policy import cpu_task
+
+
+@cpu_task("weightspace.inspect")
+def inspect(job: Any, progress: ProgressFn) -> tuple[str, dict]:
+    """Build the job's architecture, count its parameters and store its graph and tensors."""
+    from workers.pipelines.inspect import ModelSpec, inspect_model
+
+    architecture = job.architecture
+    progress(0.02, "Preparing the model definition")
+    spec = architecture.worker_spec()
+    if architecture.file:
+        with local_file(architecture.file) as path:
+            result = inspect_model(
+                ModelSpec(source=spec["source"], path=str(path)),
+                progress,
+                python_time_limit_s=settings.PYTHON_MODEL_TIME_LIMIT,
+                python_memory_mb=settings.PYTHON_MODEL_MEMORY_MB,
+            )
+    else:
+        result = inspect_model(
+            ModelSpec(source=spec["source"], name=spec["name"], args=spec["args"]), progress
+        )
+    progress(0.95, "Saving the graphs and the tensor table")
+    for name, document in [
+        ("graph.json", result.graph),
+        ("arch_graph.json", result.arch_graph),
+        ("param_graph.json", result.param_graph),
+    ]:
+        job.save_artifact("graph", name, json.dumps(document).encode(), "application/json")
+    job.save_artifact(
+        "tensors", "tensors.json", json.dumps(result.tensors).encode(), "application/json"
+    )
+    architecture.record_inspection(
+        num_params=result.num_params, input_shape=result.input_shape, layers=result.layers
+    )
+    return result.message(), result.summary()

@@ -1,0 +1,57 @@
+"""The ``train`` task: train the job's architecture on its data set, NiNo-accelerated or not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.errors import ModelError, ProgressFn
+from workers.tasks.inputs import local_file, model_builder
+from workers.tasks.policy import gpu_task
+
+
+@gpu_task("weightspace.train")
+def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
+    """Train the job's architecture on its data set, with NiNo or another accelerator."""
+    from safetensors.torch import save as save_safetensors
+
+    from workers.catalog import TrainSpec
+    from workers.data import load_builtin
+    from workers.data.uploads import check_model_fits
+    from workers.pipelines.inputs import load_weights, uploaded_data, with_weights
+    from workers.pipelines.train import run_training
+
+    try:
+        spec = TrainSpec.from_parameters(job.parameters)
+    except (TypeError, ValueError) as error:
+        raise ModelError(str(error)) from None
+    architecture = job.architecture
+    # Character-level windows must be as long as the model's context.
+    context = int(architecture.zoo_args.get("context", 128))
+    progress(0.01, "Loading the data set")
+    if spec.dataset_id:
+        from webapp.datasets.models import Dataset
+
+        dataset = Dataset.objects.get(pk=spec.dataset_id)
+        with local_file(dataset.file) as path:
+            data = uploaded_data(path, dataset.format, name=dataset.name, context=context)
+    else:
+        data = load_builtin(spec.dataset, context=context)
+    progress(0.02, "Building the model")
+    build = model_builder(architecture)
+    if job.checkpoint is not None:
+        with local_file(job.checkpoint.file) as path:
+            build = with_weights(build, load_weights(str(path), job.checkpoint.format))
+    check_model_fits(build(), data)
+
+    def save_weights(state: dict) -> None:
+        job.save_artifact(
+            "checkpoint", "model.safetensors", save_safetensors(state), "application/octet-stream"
+        )
+
+    outcome = run_training(
+        build, data, spec,
+        metrics=job.record_metrics,
+        progress=lambda fraction, message: progress(0.03 + 0.95 * fraction, message),
+        save_weights=save_weights,
+    )  # fmt: skip
+    return outcome.message(), outcome.summary()
