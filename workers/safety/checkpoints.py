@@ -18,9 +18,10 @@ from workers.errors import ModelError
 from workers.safety.pickles import scan_torch_zip
 from workers.safety.pt2 import check_pt2
 
-SAFETENSORS_DTYPES = {
-    "F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2",
-    "U16", "U32", "U64", "C64",
+# Bytes per element of each dtype the safetensors format names.
+SAFETENSORS_DTYPES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8, "C64": 8,
 }  # fmt: skip
 MAX_HEADER = 100 * 2**20
 
@@ -56,23 +57,41 @@ def scan_safetensors(fileobj: IO[bytes], size: int) -> CheckpointFacts:
     if not isinstance(header, dict):
         raise CheckpointRefused("The .safetensors header is not a JSON object.")
     metadata = header.pop("__metadata__", {}) or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointRefused("The .safetensors metadata is not a JSON object.")
     data_size = size - 8 - header_len
     tensors: list[dict] = []
+    spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            numel = 1
-            for dim in shape:
-                numel *= int(dim)
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointRefused(f"Tensor '{name}' has a malformed header entry.") from None
-        if dtype not in SAFETENSORS_DTYPES:
-            raise CheckpointRefused(f"Tensor '{name}' has an unknown dtype {dtype!r}.")
+        dtype, shape, begin, end = _entry_fields(name, entry)
+        numel = 1
+        for dim in shape:
+            numel *= dim
         if not 0 <= begin <= end <= data_size:
             raise CheckpointRefused(
                 f"Tensor '{name}' points outside the file; the file is truncated or damaged."
             )
+        if end - begin != numel * SAFETENSORS_DTYPES[dtype]:
+            raise CheckpointRefused(
+                f"Tensor '{name}' claims {numel:,} {dtype} elements but holds {end - begin:,} "
+                "bytes; the header does not match the data."
+            )
+        spans.append((begin, end, name))
         tensors.append({"name": name, "dtype": dtype, "shape": list(shape), "numel": numel})
+    # As the real loader demands: the tensors tile the data buffer exactly, in offset order,
+    # without overlaps, holes or trailing bytes.
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise CheckpointRefused(
+                f"Tensor '{name}' overlaps another or leaves a gap (offset {begin:,}, "
+                f"expected {position:,}); the file is damaged."
+            )
+        position = end
+    if position != data_size:
+        raise CheckpointRefused(
+            f"The .safetensors data has {data_size - position:,} bytes no tensor accounts for."
+        )
     if not tensors:
         raise CheckpointRefused("The .safetensors file holds no tensors.")
     fileobj.seek(0)
@@ -83,6 +102,29 @@ def scan_safetensors(fileobj: IO[bytes], size: int) -> CheckpointFacts:
         tensors=tensors,
         metadata={str(k): str(v) for k, v in metadata.items()},
     )
+
+
+def _entry_fields(name: str, entry: object) -> tuple[str, list[int], int, int]:
+    """dtype, shape and byte offsets of one header entry, typed as the real loader types them:
+    integers only (no floats, no booleans), non-negative."""
+
+    def is_count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(entry, dict):
+        raise CheckpointRefused(f"Tensor '{name}' has a malformed header entry.")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPES:
+        raise CheckpointRefused(f"Tensor '{name}' has an unknown dtype {dtype!r}.")
+    if not isinstance(shape, list) or not all(is_count(d) for d in shape):
+        raise CheckpointRefused(
+            f"Tensor '{name}' has a malformed shape: dimensions must be non-negative integers."
+        )
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(is_count, offsets)):
+        raise CheckpointRefused(
+            f"Tensor '{name}' has malformed data offsets: two non-negative integers expected."
+        )
+    return dtype, shape, offsets[0], offsets[1]
 
 
 def scan_checkpoint(fileobj: IO[bytes], filename: str, size: int) -> CheckpointFacts:
