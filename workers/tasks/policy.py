@@ -10,7 +10,7 @@ job's final status, and the late-ack / prefetch-1 / no-retry policy for long wor
 from __future__ import annotations
 
 import logging
-import traceback
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +36,22 @@ def _progress_reporter(job: Any) -> ProgressFn:
     return progress
 
 
+_PATH = re.compile(r"(?<![\w.])(?:/[\w.@+-]+){2,}/?")
+
+
+def crash_reason(error: BaseException) -> str:
+    """A sentence about an unexpected error for the job page: its type and first line, with
+    file-system paths of the worker shortened to their last component."""
+    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    first_line = _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], first_line)
+    name = type(error).__name__
+    detail = f" ({name}: {first_line})" if first_line else f" ({name})"
+    return (
+        f"The job stopped on an unexpected error{detail}. This is a fault of the service, not of "
+        "your input; the details are in the worker's log."
+    )
+
+
 def run_job(job_id: int, body: JobBody, worker: str) -> str:
     """Claim job ``job_id`` and run ``body`` on it; return what happened, for the log."""
     from webapp.jobs.models import Job
@@ -58,8 +74,10 @@ def run_job(job_id: int, body: JobBody, worker: str) -> str:
         job.fail(str(error))
         return f"job {job_id} failed: {error}"
     except Exception as error:  # noqa: BLE001 - any crash must end the job, never leave it running
+        # The traceback (with the worker's paths) goes to the worker log only; the person
+        # gets a sentence.
         log.exception("job %s crashed", job_id)
-        job.fail(f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
+        job.fail(crash_reason(error))
         return f"job {job_id} crashed"
     job.refresh_from_db()
     if job.cancel_requested and job.status == Job.Status.RUNNING:
