@@ -308,3 +308,19 @@ def test_a_failed_database_write_leaves_no_file_behind(api, settings, tmp_path, 
     with pytest.raises(RuntimeError):
         api.post("/api/v1/architectures/", {"source": "export", "file": upload("c.pt2", content)})
     assert stored_files(settings.MEDIA_ROOT) == []
+
+
+def test_a_file_name_longer_than_the_name_column_is_shortened_keeping_its_ends(api, weights):
+    long_name = "resnet-" + "x" * 220 + "-final.safetensors"  # under Django's own 255 cut
+    response = api.post(
+        "/api/v1/checkpoints/", {"file": upload(long_name, safetensors_bytes(weights))}
+    )
+    assert response.status_code == 201, response.json()
+    name = response.json()["name"]
+    assert len(name) == 200 and name.startswith("resnet-x") and name.endswith("-final.safetensors")
+
+
+def test_a_long_data_set_file_name_is_stored_too(api):
+    response = api.post("/api/v1/datasets/", {"file": upload("d" * 240 + ".txt", b"hello " * 1000)})
+    assert response.status_code == 201, response.json()
+    assert len(response.json()["name"]) == 200

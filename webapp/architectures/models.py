@@ -100,7 +100,7 @@ def _refuse_duplicate(owner: Any, sha256: str) -> None:
 
 def create_from_zoo(owner: Any, name: str, zoo_name: str, args: dict | None) -> Architecture:
     """Add a zoo entry with arguments; ``UploadError`` on a bad name/arguments or a duplicate."""
-    from webapp.core.files import UploadError
+    from webapp.core.files import UploadError, fit_name
     from workers.catalog.models import validate_args
 
     try:
@@ -111,7 +111,7 @@ def create_from_zoo(owner: Any, name: str, zoo_name: str, args: dict | None) -> 
     _refuse_duplicate(owner, digest)
     return Architecture.objects.create(
         owner=owner,
-        name=name or zoo_name,
+        name=fit_name(name or zoo_name),
         source=Architecture.Source.ZOO,
         zoo_name=zoo_name,
         zoo_args=clean,
@@ -128,7 +128,7 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
     """
     from django.conf import settings
 
-    from webapp.core.files import UploadError, check_upload, save_with_upload
+    from webapp.core.files import UploadError, check_upload, fit_name, save_with_upload
     from workers.errors import ModelError
     from workers.safety.checkpoints import scan_export_archive
 
@@ -159,7 +159,7 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
     _refuse_duplicate(owner, facts.sha256)
     architecture = Architecture(
         owner=owner,
-        name=name or upload.name,
+        name=fit_name(name or upload.name),
         source=source,
         sha256=facts.sha256,
         file_bytes=facts.size,

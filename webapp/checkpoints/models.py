@@ -59,6 +59,7 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
     from webapp.core.files import (
         UploadError,
         check_upload,
+        fit_name,
         refuse_duplicate,
         save_with_upload,
     )
@@ -77,7 +78,7 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
     )
     checkpoint = Checkpoint(
         owner=owner,
-        name=name or upload.name,
+        name=fit_name(name or upload.name),
         format=scanned.format,
         num_tensors=scanned.num_tensors,
         num_elements=scanned.num_elements,

@@ -58,6 +58,18 @@ def check_upload(upload: UploadedFile, allowed_suffixes: tuple[str, ...]) -> Upl
     return UploadFacts(size=upload.size, sha256=sha256_of(upload))
 
 
+NAME_LENGTH = 200  # the ``name`` columns of uploads
+
+
+def fit_name(text: str, limit: int = NAME_LENGTH) -> str:
+    """``text`` shortened to ``limit`` characters by cutting its middle, so that both the
+    start and the file suffix stay readable (``very-long-na…me.safetensors``)."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 1
+    return text[: keep - keep // 3] + "…" + text[len(text) - keep // 3 :]
+
+
 def upload_path(prefix: str, sha256: str, filename: str) -> str:
     """Storage path for an upload: content-addressed so two owners never overwrite each other."""
     suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"

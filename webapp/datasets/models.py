@@ -56,7 +56,13 @@ class Dataset(models.Model):
 
 def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
     """Check and store an uploaded data set; ``UploadError`` when refused, nothing stored then."""
-    from webapp.core.files import UploadError, check_upload, refuse_duplicate, save_with_upload
+    from webapp.core.files import (
+        UploadError,
+        check_upload,
+        fit_name,
+        refuse_duplicate,
+        save_with_upload,
+    )
     from workers.errors import ModelError
     from workers.safety.datasets import inspect_dataset_file
 
@@ -72,7 +78,7 @@ def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
         raise UploadError(str(error)) from None
     dataset = Dataset(
         owner=owner,
-        name=name or upload.name,
+        name=fit_name(name or upload.name),
         format=fmt,
         file_bytes=facts.size,
         sha256=facts.sha256,
