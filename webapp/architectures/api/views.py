@@ -57,9 +57,7 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
                 {"detail": "This architecture has jobs still running; cancel them first."},
                 status=status.HTTP_409_CONFLICT,
             )
-        if architecture.file:
-            architecture.file.delete(save=False)
-        architecture.delete()
+        architecture.delete()  # its files follow on commit (webapp.core.cleanup)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={201: JobSerializer})

@@ -42,8 +42,7 @@ class CheckpointViewSet(OwnedDeletableViewSet):
         return Response(body, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance: Checkpoint) -> None:
-        instance.file.delete(save=False)
-        instance.delete()
+        instance.delete()  # its files follow on commit (webapp.core.cleanup)
 
     @extend_schema(responses={200: OpenApiResponse(description="The checkpoint file")})
     @action(detail=True, methods=["get"])

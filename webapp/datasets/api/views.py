@@ -34,8 +34,7 @@ class DatasetViewSet(OwnedDeletableViewSet):
         return Response(body, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance: Dataset) -> None:
-        instance.file.delete(save=False)
-        instance.delete()
+        instance.delete()  # its files follow on commit (webapp.core.cleanup)
 
 
 class BuiltinDatasetsView(APIView):
