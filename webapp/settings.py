@@ -58,6 +58,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "webapp.core.middleware.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -195,6 +196,11 @@ elif CELERY_BROKER_URL.startswith("redis"):
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_IGNORE_RESULT = True  # the Job row is the source of truth, not a result backend
 CELERY_TASK_ACKS_LATE = True
+# Sending a job's id happens while a person waits for the page: retry briefly, then fail the
+# job with a reason (Job.enqueue) rather than hang.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2, "interval_start": 0.2, "interval_step": 0.4, "interval_max": 1,
+}  # fmt: skip
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -22,6 +22,10 @@ from django.utils import timezone
 from webapp.jobs.kinds import KINDS, get_kind
 
 
+class QueueUnavailable(Exception):
+    """The broker could not take a job's message; the site answers 503 with this sentence."""
+
+
 class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=Job.ACTIVE_STATUSES)
@@ -161,11 +165,27 @@ class Job(models.Model):
         return job
 
     def enqueue(self) -> None:
-        """Send this job's primary key (and nothing else) to the kind's queue."""
+        """Send this job's primary key (and nothing else) to the kind's queue.
+
+        When the broker cannot be reached the job is failed with the reason (so no row waits
+        ``queued`` for a message that was never sent; Retry sends a fresh one) and
+        :class:`QueueUnavailable` is raised, which the site answers with a 503.
+        """
         from workers.celery import app
 
         kind = get_kind(self.kind)
-        app.send_task(kind.task, args=[self.pk], queue=kind.queue)
+        try:
+            # Retries are short (CELERY_TASK_PUBLISH_RETRY_POLICY): a person is waiting.
+            app.send_task(kind.task, args=[self.pk], queue=kind.queue)
+        except Exception as error:  # noqa: BLE001 - kombu raises many kinds; all mean "not sent"
+            self.fail(
+                "The job queue could not be reached, so this job was never started "
+                f"({type(error).__name__}). Retry it once the service is back."
+            )
+            raise QueueUnavailable(
+                "The job queue is unavailable right now; the job was not started. "
+                "Please try again in a minute."
+            ) from error
 
     def retry(self) -> Job:
         """Submit a fresh copy of a failed or cancelled job."""
