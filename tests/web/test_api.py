@@ -191,3 +191,19 @@ def test_the_openapi_schema_and_docs_are_served(api, browser):
     docs = browser.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
     assert b"cdn" not in docs.content.lower()  # assets come from an installed package
+
+
+def test_the_architecture_list_costs_the_same_queries_for_25_rows_as_for_2(
+    api, owner, django_assert_max_num_queries
+):
+    from webapp.architectures.models import create_from_zoo
+
+    for width in range(25):
+        architecture = create_from_zoo(owner, "", "mlp", {"hidden": [8 + width]})
+        job = queued_job(owner, architecture)
+        job.claim("w")
+        job.succeed()
+    with django_assert_max_num_queries(6):
+        body = api.get("/api/v1/architectures/?page_size=25").json()
+    assert len(body["results"]) == 25
+    assert all(row["latest_inspection"] is not None for row in body["results"])

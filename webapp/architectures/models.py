@@ -81,6 +81,25 @@ class Architecture(models.Model):
         """The newest succeeded inspect job, whose artifacts hold the graph and tensor table."""
         return self.jobs.filter(kind="inspect", status="succeeded").order_by("-finished_at").first()
 
+    @property
+    def latest_inspection_id(self) -> int | None:
+        """Its primary key; read from ``with_latest_inspection`` lists without a query."""
+        if "_latest_inspection_id" in self.__dict__:
+            return self.__dict__["_latest_inspection_id"]
+        job = self.latest_inspection()
+        return job.pk if job else None
+
+
+def with_latest_inspection(queryset: models.QuerySet) -> models.QuerySet:
+    """``queryset`` of architectures annotated with their newest succeeded inspection's id, so
+    that a list costs one query however long it is."""
+    from webapp.jobs.models import Job
+
+    newest = Job.objects.filter(
+        architecture=models.OuterRef("pk"), kind="inspect", status="succeeded"
+    ).order_by("-finished_at")
+    return queryset.annotate(_latest_inspection_id=models.Subquery(newest.values("pk")[:1]))
+
 
 def _zoo_digest(zoo_name: str, args: dict) -> str:
     import hashlib

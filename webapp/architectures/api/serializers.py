@@ -25,8 +25,7 @@ class ArchitectureSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_latest_inspection(self, obj: Architecture) -> int | None:
-        job = obj.latest_inspection()
-        return job.pk if job else None
+        return obj.latest_inspection_id
 
 
 class JSONObjectField(serializers.JSONField):

@@ -13,7 +13,12 @@ from webapp.architectures.api.serializers import (
     ArchitectureCreateSerializer,
     ArchitectureSerializer,
 )
-from webapp.architectures.models import Architecture, create_from_upload, create_from_zoo
+from webapp.architectures.models import (
+    Architecture,
+    create_from_upload,
+    create_from_zoo,
+    with_latest_inspection,
+)
 from webapp.core.api import OwnedDeletableViewSet
 from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
@@ -29,7 +34,7 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
     serializer_class = ArchitectureSerializer
 
     def get_queryset(self) -> QuerySet:
-        return super().get_queryset().prefetch_related("jobs")
+        return with_latest_inspection(super().get_queryset())
 
     @extend_schema(request=ArchitectureCreateSerializer, responses={201: ArchitectureSerializer})
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
