@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workers.catalog.registry import lookup
+
 
 @dataclass(frozen=True)
 class Accelerator:
@@ -36,9 +38,4 @@ ACCELERATORS: dict[str, Accelerator] = {
 
 def get_accelerator(name: str) -> Accelerator:
     """The accelerator called ``name``; ``KeyError`` naming the choices when unknown."""
-    try:
-        return ACCELERATORS[name]
-    except KeyError:
-        raise KeyError(
-            f"Unknown accelerator {name!r}; choose one of {', '.join(ACCELERATORS)}."
-        ) from None
+    return lookup(ACCELERATORS, name, "accelerator")

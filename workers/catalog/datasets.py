@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workers.catalog.registry import lookup
+
 
 @dataclass(frozen=True)
 class BuiltinDataset:
@@ -51,9 +53,4 @@ DATASETS: dict[str, BuiltinDataset] = {
 
 def get_dataset(name: str) -> BuiltinDataset:
     """The built-in data set called ``name``; ``KeyError`` naming the choices when unknown."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise KeyError(
-            f"Unknown built-in data set {name!r}; choose one of {', '.join(DATASETS)}."
-        ) from None
+    return lookup(DATASETS, name, "built-in data set")
