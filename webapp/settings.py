@@ -127,6 +127,9 @@ STORAGES = {
 }
 # Uploads above this size are refused before their body is read.
 MAX_UPLOAD_SIZE = envbytes("MAX_UPLOAD_SIZE", 2 * 2**30)
+# What the compressed members of one uploaded .pt2/.npz archive may inflate to, in all; checked
+# against the declared sizes before anything is inflated (stored members cost nothing extra).
+UPLOAD_MAX_INFLATED = envbytes("UPLOAD_MAX_INFLATED", 512 * 2**20)
 # Anything bigger than 2.5 MB goes to a temporary file, never into memory whole.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_TEMP_DIR = None

@@ -153,8 +153,10 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
 
     if source == Architecture.Source.EXPORT:
         facts = check_upload(upload, (".pt2",))
+        # A known archive is answered before the (costly) scan.
+        _refuse_duplicate(owner, facts.sha256)
         try:
-            scan_export_archive(upload)
+            scan_export_archive(upload, max_inflated=settings.UPLOAD_MAX_INFLATED)
         except ModelError as error:
             raise UploadError(str(error)) from None
     elif source == Architecture.Source.PYTHON:
@@ -165,6 +167,7 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
                 status=403,
             )
         facts = check_upload(upload, (".py",))
+        _refuse_duplicate(owner, facts.sha256)
         if facts.size > 1_000_000:
             raise UploadError("Python model sources are limited to 1 MB.")
         upload.seek(0)
@@ -175,7 +178,6 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
         upload.seek(0)
     else:
         raise UploadError(f"Unknown model source {source!r}; use 'zoo', 'export' or 'python'.")
-    _refuse_duplicate(owner, facts.sha256)
     architecture = Architecture(
         owner=owner,
         name=fit_name(name or upload.name),

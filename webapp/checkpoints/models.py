@@ -67,15 +67,18 @@ def create_checkpoint(owner: Any, name: str, upload: Any, architecture: Any = No
     from workers.safety.checkpoints import scan_checkpoint
 
     facts = check_upload(upload, (".safetensors", ".pt", ".pth"))
-    try:
-        scanned = scan_checkpoint(upload, upload.name, facts.size)
-    except ModelError as error:
-        raise UploadError(str(error)) from None
+    # A known file is answered before the (costly) scan.
     refuse_duplicate(
         owner.checkpoints,
         facts.sha256,
         "You already uploaded this file as '{name}' (checkpoint {pk}).",
     )
+    try:
+        scanned = scan_checkpoint(
+            upload, upload.name, facts.size, max_inflated=settings.UPLOAD_MAX_INFLATED
+        )
+    except ModelError as error:
+        raise UploadError(str(error)) from None
     checkpoint = Checkpoint(
         owner=owner,
         name=fit_name(name or upload.name),

@@ -73,7 +73,7 @@ def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
     )
     try:
         with _local_path(upload) as path:
-            summary = inspect_dataset_file(path, fmt)
+            summary = inspect_dataset_file(path, fmt, max_inflated=settings.UPLOAD_MAX_INFLATED)
     except ModelError as error:
         raise UploadError(str(error)) from None
     dataset = Dataset(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from workers.errors import ModelError
-from workers.safety.pickles import scan_torch_zip
-from workers.safety.pt2 import check_pt2
+from workers.safety.pickles import MAX_INFLATED, open_zip, scan_torch_zip
+from workers.safety.pt2 import check_pt2_archive
 
 # Bytes per element of each dtype the safetensors format names.
 SAFETENSORS_DTYPES: dict[str, int] = {
@@ -127,14 +127,18 @@ def _entry_fields(name: str, entry: object) -> tuple[str, list[int], int, int]:
     return dtype, shape, offsets[0], offsets[1]
 
 
-def scan_checkpoint(fileobj: IO[bytes], filename: str, size: int) -> CheckpointFacts:
-    """Scan a checkpoint upload by its suffix; raise ``ModelError`` with a reason."""
+def scan_checkpoint(
+    fileobj: IO[bytes], filename: str, size: int, *, max_inflated: int = MAX_INFLATED
+) -> CheckpointFacts:
+    """Scan a checkpoint upload by its suffix; raise ``ModelError`` with a reason.
+
+    ``max_inflated`` caps what the compressed members of a torch zip may inflate to."""
     lower = filename.lower()
     if lower.endswith(".safetensors"):
         return scan_safetensors(fileobj, size)
     if lower.endswith((".pt", ".pth")):
         fileobj.seek(0)
-        count = scan_torch_zip(fileobj)
+        count = scan_torch_zip(fileobj, max_inflated=max_inflated)
         fileobj.seek(0)
         if count == 0:
             raise CheckpointRefused("The checkpoint holds no tensors.")
@@ -142,21 +146,22 @@ def scan_checkpoint(fileobj: IO[bytes], filename: str, size: int) -> CheckpointF
     raise CheckpointRefused("Checkpoints must be .safetensors, .pt or .pth files.")
 
 
-def scan_export_archive(fileobj: IO[bytes]) -> None:
+def scan_export_archive(fileobj: IO[bytes], max_inflated: int = MAX_INFLATED) -> None:
     """Check a ``torch.export`` ``.pt2`` archive: intact, and loadable without running code.
 
-    The worker loads it with ``torch.export.load`` (in its sandbox); nothing here executes it.
+    Every member's declared size is held against ``max_inflated`` (for compressed members)
+    before anything is inflated; then each is streamed once within that size, its CRC checked
+    (see ``workers.safety.pt2.check_pt2``). The worker loads it with ``torch.export.load`` (in
+    its sandbox); nothing here executes it.
     """
     fileobj.seek(0)
     try:
-        damaged = zipfile.ZipFile(fileobj).testzip()
+        archive = open_zip(fileobj, "The .pt2 archive")
     except (zipfile.BadZipFile, EOFError, OSError):
         raise CheckpointRefused(
             "This is not a valid torch.export archive: the zip is truncated or damaged. "
             "Create it with torch.export.save(torch.export.export(model, args), 'model.pt2')."
         ) from None
-    if damaged is not None:
-        raise CheckpointRefused(f"The archive member {damaged} is damaged (CRC mismatch).")
-    fileobj.seek(0)
-    check_pt2(fileobj)
+    with archive:
+        check_pt2_archive(archive, max_inflated=max_inflated)
     fileobj.seek(0)

@@ -2,8 +2,10 @@
 and the worker (before training), so both refuse exactly the same files.
 
 Every problem raises ``workers.errors.ModelError`` with a message for the person who uploaded
-the file. ``.npz`` files are opened with ``allow_pickle=False`` and their array headers read
-before the data, so object arrays and huge (or zip-bomb) arrays are refused without loading.
+the file. ``.npz`` files are opened with ``allow_pickle=False``; the members' declared sizes
+are held against an inflation budget and their array headers read before the data, and each
+member is streamed once within its declared size (CRC checked) before numpy loads it, so object
+arrays and huge (or zip-bomb) arrays are refused without loading.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from workers.errors import ModelError
+from workers.safety.pickles import MAX_INFLATED, check_declared_sizes, open_zip, verify_members
 
 MIN_SAMPLES = 100
 MIN_TEXT_CHARS = 5_000
@@ -104,20 +107,29 @@ def validate_text(
         )
 
 
-def npz_headers(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    # Read each member's .npy header (a few dozen bytes) to learn shape and dtype without
-    # decompressing the data, so object arrays and oversized arrays are refused up front.
+def npz_headers(
+    path: Path, max_bytes: int, max_inflated: int = MAX_INFLATED
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    # Refuse members whose declared sizes inflate past the budget, then read each member's
+    # .npy header (a few dozen bytes) to learn shape and dtype without decompressing the data,
+    # so object arrays and oversized arrays are refused up front; last, stream every member
+    # once (within its declared size, CRC checked), so a member that lies about its size is
+    # stopped before numpy reads it.
+    where = "The .npz archive"
     headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    with zipfile.ZipFile(path) as archive:
-        for member in archive.namelist():
+    with open_zip(str(path), where) as archive:
+        check_declared_sizes(archive, where, max_inflated)
+        for info in archive.infolist():
+            member = info.filename
             if not member.endswith(".npy"):
                 continue
-            with archive.open(member) as f:
+            with archive.open(info) as f:
                 version = np.lib.format.read_magic(f)
                 if version == (1, 0):
                     shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                 else:
                     shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                header_bytes = f.tell()
             name = member[: -len(".npy")]
             if dtype.hasobject:
                 raise ModelError(
@@ -129,7 +141,13 @@ def npz_headers(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, ...], 
                     f"Array {name!r} would take {nbytes / 1024**2:,.0f} MB in memory; "
                     f"the limit is {max_bytes / 1024**2:,.0f} MB."
                 )
+            if header_bytes + nbytes != info.file_size:
+                raise ModelError(
+                    f"Array {name!r} declares {nbytes:,} bytes of data but its archive member "
+                    f"holds {max(info.file_size - header_bytes, 0):,}; the file is damaged."
+                )
             headers[name] = (tuple(shape), dtype)
+        verify_members(archive, where)
     return headers
 
 
@@ -151,10 +169,16 @@ def read_text(path: str | Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
         ) from exc
 
 
-def read_npz(path: str | Path, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
-    """The arrays ``x``, ``y`` (and ``x_test``, ``y_test`` if present) of an uploaded ``.npz``."""
+def read_npz(
+    path: str | Path, max_bytes: int = MAX_ARRAY_BYTES, max_inflated: int = MAX_INFLATED
+) -> dict[str, np.ndarray]:
+    """The arrays ``x``, ``y`` (and ``x_test``, ``y_test`` if present) of an uploaded ``.npz``.
+
+    Compressed members may inflate to ``max_inflated`` bytes in all (stored ones cost nothing
+    extra: they are as large in the file).
+    """
     try:
-        headers = npz_headers(Path(path), max_bytes)
+        headers = npz_headers(Path(path), max_bytes, max_inflated)
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         # No exception text: it can name paths on the worker.
         raise ModelError(
@@ -173,13 +197,18 @@ def read_npz(path: str | Path, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np
         return {key: archive[key] for key in ("x", "y", "x_test", "y_test") if key in headers}
 
 
-def inspect_dataset_file(path: str | Path, fmt: str) -> dict[str, Any]:
-    """Check an uploaded data set file and summarise it (``fmt`` is ``"npz"`` or ``"text"``)."""
+def inspect_dataset_file(
+    path: str | Path, fmt: str, *, max_inflated: int = MAX_INFLATED
+) -> dict[str, Any]:
+    """Check an uploaded data set file and summarise it (``fmt`` is ``"npz"`` or ``"text"``).
+
+    ``max_inflated`` caps what the compressed members of an ``.npz`` may inflate to.
+    """
     if fmt == "text":
         text = read_text(path)
         validate_text(text)
         return {"characters": len(text), "vocabulary": len(set(text))}
-    arrays = read_npz(path)
+    arrays = read_npz(path, max_inflated=max_inflated)
     classes = validate_dataset(arrays["x"], arrays["y"])
     summary: dict[str, Any] = {
         "samples": len(arrays["y"]),

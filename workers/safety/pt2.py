@@ -25,15 +25,22 @@ this check is one of two layers.
 
 from __future__ import annotations
 
-import io
 import json
 import re
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from typing import IO, Any
 
 from workers.errors import ModelError
-from workers.safety.pickles import scan_torch_zip
+from workers.safety.pickles import (
+    MAX_INFLATED,
+    check_declared_sizes,
+    iter_member,
+    open_zip,
+    read_member,
+    scan_torch_zip,
+)
 
 # Files a plain torch.export.save archive contains, relative to its top-level folder.
 _ALLOWED_MEMBERS = [
@@ -74,36 +81,50 @@ _EXPR_TOKEN = re.compile(
     r"|(?P<string>'\w*')|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%(),<>=&|~]))"
 )
 
-_MAX_JSON_BYTES = 256 << 20
+# JSON is parsed whole into Python objects, which can take tens of times its size.
+_MAX_JSON_BYTES = 32 << 20
+_WHERE = "The .pt2 archive"
+_SPOOL = 8 << 20  # example inputs bigger than this are spooled to a temporary file
 
 
-def check_pt2(path: str | IO[bytes]) -> None:
+def check_pt2(path: str | IO[bytes], *, max_inflated: int = MAX_INFLATED) -> None:
     """Refuse a .pt2 file that ``torch.export.load`` could not load without running its code.
+
+    Also refuses a damaged archive (CRC, sizes) and one whose compressed members would inflate
+    past ``max_inflated`` bytes; every member is streamed within its declared size, so the
+    check holds a few MB of memory whatever the archive claims.
 
     Raises ModelError with a message for humans; returns None when the archive only holds
     JSON, raw tensor bytes and tensor-only pickles.
     """
     try:
-        archive = zipfile.ZipFile(path)
+        archive = open_zip(path, _WHERE)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelError(
             "The file is not a valid .pt2 archive (it may be truncated or corrupt)."
         ) from exc
     with archive:
-        try:
-            _check_archive(archive)
-        except (zipfile.BadZipFile, EOFError, KeyError, ValueError, UnicodeDecodeError) as exc:
-            # KeyError/ValueError: missing member or malformed JSON; both mean a corrupt file.
-            raise ModelError(f"The .pt2 archive is corrupt: {exc}.") from exc
+        check_pt2_archive(archive, max_inflated=max_inflated)
 
 
-def _check_archive(archive: zipfile.ZipFile) -> None:
+def check_pt2_archive(archive: zipfile.ZipFile, *, max_inflated: int = MAX_INFLATED) -> None:
+    """``check_pt2`` for an archive that is already open."""
+    try:
+        _check_archive(archive, max_inflated)
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, UnicodeDecodeError) as exc:
+        # KeyError/ValueError: missing member or malformed JSON; both mean a corrupt file.
+        raise ModelError(f"The .pt2 archive is corrupt: {exc}.") from exc
+
+
+def _check_archive(archive: zipfile.ZipFile, max_inflated: int) -> None:
     names = archive.namelist()
     if not names:
         raise ModelError("The .pt2 archive is empty.")
     if len(set(names)) != len(names):
         # Zip readers disagree on which duplicate wins: what we check must be what torch loads.
         raise ModelError("The .pt2 archive contains duplicate entries.")
+    # Before anything is inflated: what each member and all of them would inflate to.
+    check_declared_sizes(archive, _WHERE, max_inflated)
     root = names[0].split("/", 1)[0]
     if any("/" not in n or n.split("/", 1)[0] != root for n in names):
         raise ModelError(
@@ -118,13 +139,19 @@ def _check_archive(archive: zipfile.ZipFile) -> None:
             raise ModelError(_refusal_for(rel))
     if "archive_version" not in relative or not any(r.startswith("models/") for r in relative):
         raise ModelError("The .pt2 archive has no exported program in it.")
+    # One pass over every member, each streamed within its declared size with its CRC
+    # checked; only JSON (size-capped) is held in memory whole.
     for rel, name in relative.items():
+        info = archive.getinfo(name)
         if rel.endswith("_config.json"):
-            _check_payload_config(rel, _read_json(archive, name))
+            _check_payload_config(rel, _read_json(archive, info))
         elif rel.startswith("models/"):
-            _check_expressions(_read_json(archive, name))
+            _check_expressions(_read_json(archive, info))
         elif rel.startswith("data/sample_inputs/"):
-            _check_torch_save(archive.read(name))
+            _check_torch_save(archive, info, max_inflated)
+        else:
+            for _chunk in iter_member(archive, info, _WHERE):
+                pass
 
 
 def _refusal_for(rel: str) -> str:
@@ -138,10 +165,10 @@ def _refusal_for(rel: str) -> str:
     return f"The .pt2 archive contains an unexpected entry {rel!r}."
 
 
-def _read_json(archive: zipfile.ZipFile, name: str) -> Any:
-    if archive.getinfo(name).file_size > _MAX_JSON_BYTES:
+def _read_json(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
+    if info.file_size > _MAX_JSON_BYTES:
         raise ModelError("The .pt2 archive contains an unreasonably large JSON document.")
-    return json.loads(archive.read(name).decode("utf-8"))
+    return json.loads(read_member(archive, info, _WHERE).decode("utf-8"))
 
 
 def _check_payload_config(rel: str, config: Any) -> None:
@@ -208,5 +235,10 @@ def is_safe_sympy_expression(expr: str) -> bool:
     return True
 
 
-def _check_torch_save(data: bytes) -> None:
-    scan_torch_zip(io.BytesIO(data), where="The .pt2 archive's example inputs")
+def _check_torch_save(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_inflated: int) -> None:
+    # The nested torch.save archive needs a seekable file: spooled, never read whole into memory.
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as nested:
+        for chunk in iter_member(archive, info, _WHERE):
+            nested.write(chunk)
+        nested.seek(0)
+        scan_torch_zip(nested, where="The .pt2 archive's example inputs", max_inflated=max_inflated)
