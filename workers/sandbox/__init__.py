@@ -2,7 +2,8 @@
 ``python -m workers.sandbox.child`` with resource limits and collects its JSON result.
 
 Used for Python sources and ``torch.export`` archives (``workers.pipelines.inspect``); the
-child imports the engine, the parent needs only the standard library.
+child imports the engine, the parent needs only the standard library. The namespaces, uid
+and private root are built by ``workers.sandbox.isolation``.
 """
 
 from __future__ import annotations
@@ -56,20 +57,52 @@ def run_sandbox(
     as a backstop, RLIMIT_CPU, RLIMIT_FSIZE, no core dumps, its own session (so the whole
     process group can be killed), an empty temporary working directory and an environment
     holding only PATH, PYTHONPATH, HOME (the temp dir) and thread/GPU settings. The wall-clock
-    limit is enforced here. Returns the child's JSON result unchecked (the caller checks it:
-    user code ran there). Raises ModelError for every failure of the user's model.
+    limit is enforced here.
+
+    On top of that it runs isolated (``workers.sandbox.isolation``): its own mount, network,
+    pid, IPC and UTS namespaces, another uid without capabilities, RLIMIT_NPROC, a read-only
+    root holding only the Python installation, the ``workers`` package and the file, the
+    work dir the only writable place, no network at all. This process is made non-dumpable
+    first, so its ``/proc`` entries are unreadable to other uids. Where the host cannot
+    isolate (probed once, or ``WEIGHTSPACE_SANDBOX=off``) Python sources are refused with a
+    ModelError and export archives (which run no user code) run with the limits only.
+
+    Returns the child's JSON result unchecked (the caller checks it: user code ran there).
+    Raises ModelError for every failure of the user's model.
     """
+    from workers.sandbox import isolation
+
+    isolation.protect_worker()
+    isolate = True
+    if kind != "probe":
+        reason = isolation.unavailable_reason()
+        if reason is not None and kind == "python":
+            raise ModelError(
+                f"This server cannot isolate Python model sources ({reason}); upload a "
+                "torch.export archive instead."
+            )
+        # An export archive runs no code of its own (workers.safety.pt2 checked it), so it
+        # keeps working, with the resource limits only, where isolation is unavailable.
+        isolate = reason is None
+    real_path = os.path.realpath(path)
     # ignore_cleanup_errors: user code may leave files we cannot delete; never mask the result.
-    with tempfile.TemporaryDirectory(
-        prefix="weightspace-sandbox-", ignore_cleanup_errors=True
-    ) as tmp:
+    with (
+        tempfile.TemporaryDirectory(
+            prefix="weightspace-sandbox-", ignore_cleanup_errors=True
+        ) as tmp,
+        tempfile.TemporaryDirectory(prefix="weightspace-sandbox-root-") as root,
+    ):
         output = Path(tmp) / "result.json"
-        request = {
+        request: dict[str, Any] = {
             "kind": kind,
             "output": str(output),
             "input_shape": input_shape,
             "threads": _SANDBOX_THREADS,
         }
+        pid_r, pid_w = os.pipe()
+        if isolate:
+            request["isolation"] = isolation.plan(tmp, root, real_path, _PROJECT_ROOT)
+            request["pid_fd"] = pid_w
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(_PROJECT_ROOT),
@@ -82,28 +115,36 @@ def run_sandbox(
         }
         log_path = Path(tmp) / "output.log"
         progress(0.1, "starting the sandbox")
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "workers.sandbox.child",
-                    os.path.abspath(path),
-                    json.dumps(request),
-                ],
-                cwd=tmp,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_limits(time_limit_s, memory_mb),  # noqa: PLW1509 - setrlimit only
-                start_new_session=True,
-            )
-            try:
-                _wait(proc, progress, time_limit_s)
-            except BaseException:
-                _kill(proc)
-                raise
+        try:
+            with open(log_path, "wb") as log_file:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "workers.sandbox.child",
+                        real_path,
+                        json.dumps(request),
+                    ],
+                    cwd=tmp,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_limits(time_limit_s, memory_mb),  # noqa: PLW1509 - setrlimit only
+                    start_new_session=True,
+                    pass_fds=(pid_w,) if isolate else (),
+                )
+                os.close(pid_w)
+                pid_w = -1
+                try:
+                    _wait(proc, progress, time_limit_s, pid_r)
+                except BaseException:
+                    _kill(proc, pid_r)
+                    raise
+        finally:
+            os.close(pid_r)
+            if pid_w >= 0:
+                os.close(pid_w)
         return _collect(proc.returncode, output, log_path, time_limit_s, memory_mb)
 
 
@@ -125,7 +166,7 @@ def _limits(time_limit_s: int, memory_mb: int) -> Callable[[], None]:
     return apply
 
 
-def _wait(proc: subprocess.Popen, progress: ProgressFn, time_limit_s: int) -> None:
+def _wait(proc: subprocess.Popen, progress: ProgressFn, time_limit_s: int, pid_r: int) -> None:
     start = time.monotonic()
     last_report = start
     while True:
@@ -136,7 +177,7 @@ def _wait(proc: subprocess.Popen, progress: ProgressFn, time_limit_s: int) -> No
             pass
         now = time.monotonic()
         if now - start > time_limit_s:
-            _kill(proc)
+            _kill(proc, pid_r)
             raise ModelError(f"The model source ran longer than {time_limit_s} s.")
         if now - last_report >= _PROGRESS_INTERVAL_S:
             last_report = now
@@ -144,13 +185,34 @@ def _wait(proc: subprocess.Popen, progress: ProgressFn, time_limit_s: int) -> No
             progress(0.1 + 0.8 * (now - start) / time_limit_s, "inspecting the model in a sandbox")
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, pid_r: int) -> None:
+    # An isolated child reported the pid of its namespace's init: killing that kills the
+    # whole pid namespace, whatever sessions user code made. It is the launcher's child, so
+    # its pid cannot have been reused while the launcher has not been reaped.
+    ns_init = _read_pid(pid_r)
+    if ns_init is not None and proc.poll() is None:
+        try:
+            os.kill(ns_init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     # The child leads its own session, so this also ends anything it spawned.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def _read_pid(fd: int) -> int | None:
+    os.set_blocking(fd, False)
+    try:
+        data = os.read(fd, 32)
+    except (BlockingIOError, OSError):
+        return None
+    try:
+        return int(data.decode())
+    except ValueError:
+        return None
 
 
 def _collect(

@@ -1,8 +1,9 @@
 """Child side of the inspection sandbox: ``python -m workers.sandbox.child PATH REQUEST``.
 
 Started by ``workers.sandbox.run_sandbox`` with resource limits already applied. ``REQUEST``
-is a JSON object: ``kind`` ("python" or "export"), ``output`` (where to write the result),
-``input_shape`` (optional override) and ``threads``. The result is written as JSON
+is a JSON object: ``kind`` ("python", "export", or "probe", which only reports what the
+process sees), ``output`` (where to write the result), ``input_shape`` (optional override),
+``threads`` and, for the isolated run, ``isolation`` and ``pid_fd``. The result is written as JSON
 ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "...", "kind": "model" |
 "memory"}`` to ``output``, never to stdout, which user code may print to.
 
@@ -31,8 +32,25 @@ _MEMORY_MARKERS = (
 
 
 def main(argv: list[str]) -> int:
-    """Run one inspection request; exit status 0 when a result (or error) was written."""
+    """Run one inspection request; exit status 0 when a result (or error) was written.
+
+    A request holding ``isolation`` (a plan from ``workers.sandbox.isolation.plan``) first
+    moves into its namespaces and reruns this module there without the plan, as pid 2 of a
+    new pid namespace; see ``workers.sandbox.isolation``.
+    """
     path, request = argv[1], json.loads(argv[2])
+    if "isolation" in request:
+        from workers.sandbox.isolation import launch
+
+        iso = request.pop("isolation")
+        pid_fd = request.pop("pid_fd", None)
+        inner = [sys.executable, "-m", "workers.sandbox.child", path, json.dumps(request)]
+        return launch(iso, inner, pid_fd)
+    if request["kind"] == "probe":
+        from workers.sandbox.isolation import probe_result
+
+        _write(request["output"], {"ok": True, "result": probe_result()})
+        return 0
     try:
         result = _run(request["kind"], path, request.get("input_shape"), request["threads"])
         payload: dict[str, Any] = {"ok": True, "result": result.to_json()}
