@@ -1,7 +1,9 @@
 """NiNo: nowcasting parameters with neuron-interaction networks (pure torch + PyG, no Django).
 
 * :mod:`.model` — the NiNo GNN (:class:`NiNoModel`) and the WNN+ per-parameter MLP
-  (:class:`WNNPlusModel`), loading the published checkpoints strictly;
+  (:class:`WNNPlusModel`), loading the published checkpoints strictly; both read tensors or a
+  PyG ``Data`` (``predict_pyg``, ``forward_pyg``) as ``ParamGraph.to_pyg`` makes it;
+* :mod:`.layers` — the NiNo message-passing layers (PyG ``MessagePassing`` modules);
 * :mod:`.checkpoints` — finding and safely reading those checkpoints;
 * :mod:`.scaling` — per-tensor scaling of the context states and the horizon schedule.
 """

@@ -59,7 +59,6 @@ def test_a_param_graph_goes_to_pyg_data_and_back_unchanged(family):
 
 
 def test_a_param_graph_survives_pyg_device_moves_clones_and_pickling():
-    # PyG's recursive apply turns tuples (segments, torch.Size shapes) into lists.
     import pickle
 
     graph = build_param_graph(build_model("cnn_residual", SMALL_ARGS["cnn_residual"]))
@@ -95,7 +94,7 @@ def test_features_or_encodings_of_the_wrong_size_are_refused():
 def test_a_data_without_the_parameter_layout_is_not_a_param_graph():
     graph = build_param_graph(build_model("mlp", SMALL_ARGS["mlp"]))
     plain = Data(edge_index=graph.edge_index, edge_type=graph.edge_type, num_nodes=graph.num_nodes)
-    with pytest.raises(ValueError, match="param_segments"):
+    with pytest.raises(ValueError, match="param_layout"):
         ParamGraph.from_pyg(plain)
 
 
@@ -125,6 +124,17 @@ def test_arch_graph_data_batches_with_the_distance_pairs_offset_like_the_edges()
     tail = batch.distance_index[:, len(graphs[0].distances) :]
     assert torch.equal(tail, graphs[1].distances[:, :2].T + first)
     assert torch.equal(ArchGraph.from_pyg(batch.get_example(1)).distances, graphs[1].distances)
+    with pytest.raises(ValueError, match="several graphs"):
+        ArchGraph.from_pyg(batch)
+
+
+def test_a_batch_of_param_graphs_is_converted_back_one_example_at_a_time():
+    graphs = [build_param_graph(build_model(f, SMALL_ARGS[f])) for f in ("mlp", "cnn")]
+    batch = Batch.from_data_list([g.to_pyg() for g in graphs])
+    assert batch.num_nodes == sum(g.num_nodes for g in graphs)
+    with pytest.raises(ValueError, match="several graphs"):
+        ParamGraph.from_pyg(batch)
+    _assert_same_param_graph(graphs[1], ParamGraph.from_pyg(batch.get_example(1)))
 
 
 def test_a_data_without_arch_nodes_is_not_an_arch_graph():

@@ -73,7 +73,7 @@ def graph(golden: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 # --- the golden FM/16 graph layout, as the golden md describes it (test-only mapping; the
-# --- real parameter graph lives in workers/graphs/param_graph.py) ---------------------------
+# --- real parameter graph lives in workers/graphs/params/graph.py) --------------------------
 
 SLOTS, CTX = 9, 5
 

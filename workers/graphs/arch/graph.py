@@ -127,6 +127,10 @@ class ArchGraph:
         Only a ``Data`` of one graph (not a batch) can be turned back; the result can be
         passed wherever an ``ArchGraph`` is read (e.g. ``workers.ghn`` predictions).
         """
+        from torch_geometric.data import Batch
+
+        if isinstance(data, Batch):
+            raise ValueError("a Batch holds several graphs; convert each (batch.get_example(i))")
         keys = ("edge_index", "distance_index", "distance", "arch_nodes", "max_distance")
         missing = [key for key in keys if key not in data]
         if missing:

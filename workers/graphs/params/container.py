@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -41,9 +41,6 @@ MAX_FEAT = 9
 AUX_VALUE = 1.0
 SELF_LOOP_VALUE = 2.0
 
-# Attributes of a ``Data`` made by ``ParamGraph.to_pyg`` that hold the map back to parameters.
-_PYG_LAYOUT_KEYS = ("num_param_edges", "param_segments", "param_shapes")
-
 
 @dataclass(frozen=True)
 class ParamSegment:
@@ -68,6 +65,21 @@ class ParamSegment:
     def edge_end(self) -> int:
         """One past the last edge of the segment."""
         return self.edge_start + self.n_src * self.n_dst
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Where the parameters sit among a graph's edges: the map back from edges to tensors.
+
+    ``ParamGraph.to_pyg`` attaches it to the ``Data`` as one opaque attribute,
+    ``param_layout``, rather than as separate fields: PyG then leaves it alone when moving the
+    ``Data`` to a device or cloning it, and batching makes a list of layouts (one per graph),
+    which a dict of parameter shapes would not survive.
+    """
+
+    num_param_edges: int
+    segments: tuple[ParamSegment, ...]
+    param_shapes: Mapping[str, torch.Size]
 
 
 @dataclass
@@ -137,16 +149,17 @@ class ParamGraph:
 
         The ``Data`` has ``edge_index``, ``edge_type`` and ``num_nodes``, with ``edge_attr``
         (e.g. from ``graph_features``) and ``lpe`` (node encodings [N, k]) when given; those
-        are the inputs of ``NiNoModel.predict_pyg``. It also carries ``num_param_edges``,
-        ``param_segments`` and ``param_shapes`` so that ``ParamGraph.from_pyg`` gives this
-        graph back. Tensors are shared, not copied.
+        are the inputs of ``NiNoModel.predict_pyg``. It also carries ``param_layout`` (a
+        :class:`ParamLayout`) so that ``ParamGraph.from_pyg`` gives this graph back. Tensors
+        are shared, not copied. Such ``Data`` batch with ``torch_geometric.data.Batch`` into
+        one disjoint graph (edge indices offset per graph, one layout per graph).
         """
         from torch_geometric.data import Data
 
         data = Data(edge_index=self.edge_index, edge_type=self.edge_type, num_nodes=self.num_nodes)
-        data.num_param_edges = self.num_param_edges
-        data.param_segments = self.segments
-        data.param_shapes = dict(self.param_shapes)
+        data.param_layout = ParamLayout(
+            self.num_param_edges, tuple(self.segments), dict(self.param_shapes)
+        )
         if edge_attr is not None:
             if edge_attr.shape[0] != self.num_edges:
                 raise ValueError(
@@ -163,25 +176,29 @@ class ParamGraph:
 
     @classmethod
     def from_pyg(cls, data: Data) -> ParamGraph:
-        """The parameter graph a ``Data`` made by :meth:`to_pyg` describes.
+        """The parameter graph a ``Data`` made by :meth:`to_pyg` describes (one graph, not a batch).
 
-        Structure tensors are shared with ``data``. PyG's own transforms (``data.to(...)``,
-        ``clone``) turn tuples into lists, so the layout is normalised back. A ``data.lpe`` is
-        kept as the graph's cached encoding for its width, so ``lpe(k)`` returns it.
+        Structure tensors are shared with ``data``. A ``data.lpe`` is kept as the graph's
+        cached encoding for its width, so that ``lpe(k)`` returns it.
         """
-        missing = [key for key in ("edge_index", "edge_type", *_PYG_LAYOUT_KEYS) if key not in data]
+        from torch_geometric.data import Batch
+
+        if isinstance(data, Batch):
+            raise ValueError("a Batch holds several graphs; convert each (batch.get_example(i))")
+        missing = [key for key in ("edge_index", "edge_type", "param_layout") if key not in data]
         if missing:
             raise ValueError(
                 f"this Data has no {', '.join(missing)}; only a Data made by ParamGraph.to_pyg "
                 "can be turned back into a parameter graph"
             )
+        layout: ParamLayout = data.param_layout
         graph = cls(
             edge_index=data.edge_index,
             edge_type=data.edge_type,
             num_nodes=int(data.num_nodes),
-            num_param_edges=int(data.num_param_edges),
-            segments=tuple(_as_segment(seg) for seg in data.param_segments),
-            param_shapes={name: torch.Size(shape) for name, shape in data.param_shapes.items()},
+            num_param_edges=layout.num_param_edges,
+            segments=layout.segments,
+            param_shapes=dict(layout.param_shapes),
         )
         lpe = data.get("lpe")
         if lpe is not None:
@@ -195,12 +212,6 @@ class ParamGraph:
         if k not in self._lpe:
             self._lpe[k] = laplacian_pe(self.edge_index, self.num_nodes, k, cache_dir=cache_dir)
         return self._lpe[k]
-
-
-def _as_segment(value: Any) -> ParamSegment:
-    # Segments stay ParamSegment objects through PyG; a plain sequence is accepted too, so that
-    # a Data whose layout went through a generic (de)serialiser still converts.
-    return value if isinstance(value, ParamSegment) else ParamSegment(*value)
 
 
 def graph_features(
