@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from webapp.env import envbool, envbytes, envint, envlist, envstr
+from workers.catalog.estimates import default_job_memory_limit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("WEIGHTSPACE_VAR_DIR", str(BASE_DIR / "var")))
@@ -150,6 +151,19 @@ GHN_OURS_PATH = envstr(
 
 # Predict jobs refuse models above this many parameters (graph and prediction take minutes).
 GHN_MAX_PARAMS = envint("GHN_MAX_PARAMS", 300_000_000, minimum=1)
+
+# Zoo models above this many parameters (counted from their arguments) are refused when they
+# are added; 0 accepts any size.
+MAX_MODEL_PARAMS = envint("MAX_MODEL_PARAMS", 2_000_000_000, minimum=0)
+# Memory a train or predict job may need (its model's weights, gradients, optimizer state and
+# snapshots, estimated before the model is built); a job above it fails with a sentence instead
+# of being killed by the kernel. Default: 3/4 of this machine's memory (each worker reads its
+# own /proc/meminfo); "0" turns the check off.
+JOB_MEMORY_LIMIT = (
+    0
+    if envstr("JOB_MEMORY_LIMIT", "").strip() == "0"
+    else envbytes("JOB_MEMORY_LIMIT", default_job_memory_limit())
+)
 
 # --- REST API -------------------------------------------------------------------------------
 API_PAGE_SIZE = envint("API_PAGE_SIZE", 25, minimum=1)

@@ -118,12 +118,15 @@ def _refuse_duplicate(owner: Any, sha256: str) -> None:
 
 
 def create_from_zoo(owner: Any, name: str, zoo_name: str, args: dict | None) -> Architecture:
-    """Add a zoo entry with arguments; ``UploadError`` on a bad name/arguments or a duplicate."""
+    """Add a zoo entry with arguments; ``UploadError`` on a bad name/arguments, a model above
+    ``MAX_MODEL_PARAMS`` (counted from the arguments, nothing is built) or a duplicate."""
+    from django.conf import settings
+
     from webapp.core.files import UploadError, fit_name
     from workers.catalog.models import validate_args
 
     try:
-        clean = validate_args(zoo_name, args or {})
+        clean = validate_args(zoo_name, args or {}, max_params=settings.MAX_MODEL_PARAMS)
     except ValueError as error:
         raise UploadError(str(error)) from None
     digest = _zoo_digest(zoo_name, clean)

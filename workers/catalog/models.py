@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workers.catalog.estimates import check_param_limit, estimate_params
+
 CATALOG_PATH = Path(__file__).with_name("models.json")
 
 # Arguments accepted by torchvision entries. Everything else (notably ``weights``) is refused:
@@ -54,11 +56,13 @@ def get_entry(name: str) -> dict[str, Any] | None:
     return _entries_by_name().get(name)
 
 
-def validate_args(name: str, args: Any) -> dict[str, Any]:
+def validate_args(name: str, args: Any, *, max_params: int = 0) -> dict[str, Any]:
     """Check user arguments for model ``name`` and return them merged over the defaults.
 
     Raises ValueError with a message meant for humans when the model is unknown, ``args`` is
-    not a dict, an argument name is not accepted, or a value has the wrong type or range.
+    not a dict, an argument name is not accepted, a value has the wrong type or range, or
+    (with ``max_params`` > 0, the web tier's ``MAX_MODEL_PARAMS``) the model would have more
+    parameters than that, estimated from the arguments without building anything.
     """
     entry = get_entry(name)
     if entry is None:
@@ -87,7 +91,18 @@ def validate_args(name: str, args: Any) -> dict[str, Any]:
     for key, value in args.items():
         result[key] = _check_value(key, value, specs[key])
     _check_combination(entry, result)
+    if max_params:
+        check_param_limit(name, estimate_params(name, result, entry), max_params)
     return result
+
+
+def param_count(name: str, args: Any) -> int | None:
+    """Parameters of model ``name`` built with ``args`` (validated first), computed from the
+    arguments; None where the catalog cannot tell."""
+    full = validate_args(name, args)
+    entry = get_entry(name)
+    assert entry is not None  # validate_args raised otherwise
+    return estimate_params(name, full, entry)
 
 
 def input_shape(name: str, args: dict[str, Any] | None = None) -> list[int]:

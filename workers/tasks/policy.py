@@ -87,6 +87,32 @@ def run_job(job_id: int, body: JobBody, worker: str) -> str:
     return f"job {job_id} succeeded"
 
 
+def refuse_oversized(architecture: Any, what: str, bytes_per_param: int) -> None:
+    """``ModelError`` naming both sizes when a job on ``architecture`` would need more memory
+    than ``JOB_MEMORY_LIMIT``, checked before anything is built (0: no limit).
+
+    The parameter count comes from the zoo entry's arguments, else from the inspection, else
+    from the uploaded file's size (float32 weights); nothing known, nothing refused.
+    """
+    from workers.catalog.estimates import FLOAT_BYTES, memory_refusal
+    from workers.catalog.models import param_count
+
+    limit = settings.JOB_MEMORY_LIMIT
+    if not limit:
+        return
+    count: int | None = None
+    if architecture.source == "zoo":
+        try:
+            count = param_count(architecture.zoo_name, architecture.zoo_args)
+        except ValueError:
+            count = None  # building will say what is wrong with the arguments
+    if count is None:
+        count = architecture.num_params or (architecture.file_bytes or 0) // FLOAT_BYTES or None
+    message = memory_refusal(what, count, bytes_per_param, limit) if count else None
+    if message:
+        raise ModelError(message)
+
+
 def job_task(name: str, queue: str) -> Callable[[JobBody], Task]:
     """Register ``body`` as the Celery task ``name`` on ``queue`` with the job policy."""
 

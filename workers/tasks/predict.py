@@ -11,7 +11,7 @@ from django.conf import settings
 
 from workers.errors import ModelError, ProgressFn
 from workers.tasks.inputs import example_input, model_builder
-from workers.tasks.policy import gpu_task
+from workers.tasks.policy import gpu_task, refuse_oversized
 
 
 @gpu_task("weightspace.predict")
@@ -19,6 +19,7 @@ def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     """Predict the architecture's parameters with a GHN; store them and what was covered."""
     from safetensors.torch import save as save_safetensors
 
+    from workers.catalog.estimates import PREDICT_BYTES_PER_PARAM
     from workers.catalog.hypernetworks import hypernetwork_files
     from workers.data import load_builtin
     from workers.pipelines.predict import run_prediction
@@ -28,6 +29,7 @@ def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     ghn_path = files.get(parameters["ghn"])
     if ghn_path is None:
         raise ModelError(f"The GHN {parameters['ghn']!r} is no longer installed.")
+    refuse_oversized(job.architecture, "predict job", PREDICT_BYTES_PER_PARAM)
     progress(0.05, "Building the model")
     evaluate_on = parameters.get("evaluate_on") or ""
     outcome = run_prediction(

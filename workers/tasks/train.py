@@ -6,7 +6,7 @@ from typing import Any
 
 from workers.errors import ModelError, ProgressFn
 from workers.tasks.inputs import local_file, model_builder
-from workers.tasks.policy import gpu_task
+from workers.tasks.policy import gpu_task, refuse_oversized
 
 
 @gpu_task("weightspace.train")
@@ -15,6 +15,7 @@ def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     from safetensors.torch import save as save_safetensors
 
     from workers.catalog import TrainSpec
+    from workers.catalog.estimates import train_bytes_per_param
     from workers.data import load_builtin
     from workers.data.uploads import check_model_fits
     from workers.pipelines.inputs import load_weights, uploaded_data, with_weights
@@ -25,6 +26,11 @@ def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     except (TypeError, ValueError) as error:
         raise ModelError(str(error)) from None
     architecture = job.architecture
+    # Before anything is loaded or built: a model too big for this worker fails with a sentence.
+    per_param = train_bytes_per_param(
+        optimizer=spec.optimizer, accelerator=spec.accelerator, compare=spec.compare
+    )
+    refuse_oversized(architecture, "train job", per_param)
     # Character-level windows must be as long as the model's context.
     context = int(architecture.zoo_args.get("context", 128))
     progress(0.01, "Loading the data set")
