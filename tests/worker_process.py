@@ -28,15 +28,25 @@ def database_url(settings_dict: dict) -> str:
 class WorkerProcess:
     """A ``celery worker`` subprocess; its log is kept for assertions and failure reports."""
 
-    def __init__(self, db_settings: dict, log_path: Path) -> None:
+    def __init__(
+        self,
+        db_settings: dict,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        name: str = "e2e",
+        queues: str = "cpu,gpu",
+    ) -> None:
+        """``env`` is laid over the worker's environment last (e.g. a storage URL); ``name``
+        and ``queues`` let a second worker run beside the session's one without sharing work."""
         self.log_path = log_path
-        env = dict(os.environ)
-        env.update(
+        environment = dict(os.environ)
+        environment.update(
             DJANGO_SETTINGS_MODULE="webapp.test_settings",
             DATABASE_URL=database_url(db_settings),
             PYTHONUNBUFFERED="1",
         )
-        self.hostname = f"e2e-{os.getpid()}@localhost"
+        environment.update(env or {})
+        self.hostname = f"{name}-{os.getpid()}@localhost"
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -47,7 +57,7 @@ class WorkerProcess:
                 "workers.celery",
                 "worker",
                 "-Q",
-                "cpu,gpu",
+                queues,
                 "-c",
                 "1",
                 "-n",
@@ -59,7 +69,7 @@ class WorkerProcess:
                 "--without-heartbeat",
             ],  # fmt: skip
             cwd=ROOT,
-            env=env,
+            env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.env import envbool, envbytes, envint, envlist, envstr
+from webapp.env import envbool, envbytes, envint, envlist, envstr, parse_object_store
 from workers.catalog.estimates import default_job_memory_limit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -122,10 +122,22 @@ if DEBUG:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(envstr("STORAGE_DIR", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
+# Uploads and artifacts: the STORAGE_DIR folder, or, with STORAGE_URL set, an S3-compatible
+# bucket every web and worker host reaches (s3://ACCESS:SECRET@host:port/bucket?secure=0; see
+# webapp.env.parse_object_store). Downloads stream through the web process either way.
+STORAGE_URL = envstr("STORAGE_URL", "")
+OBJECT_STORE = parse_object_store("STORAGE_URL", STORAGE_URL) if STORAGE_URL else None
+DEFAULT_FILE_STORAGE_CONFIG: dict[str, object] = (
+    OBJECT_STORE.storage_config()
+    if OBJECT_STORE is not None
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+)
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": DEFAULT_FILE_STORAGE_CONFIG,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# /readyz gives each check (database, broker, storage) this long before it answers 503.
+READYZ_TIMEOUT = envint("READYZ_TIMEOUT", 3, minimum=1)
 # Uploads above this size are refused before their body is read.
 MAX_UPLOAD_SIZE = envbytes("MAX_UPLOAD_SIZE", 2 * 2**30)
 # What the compressed members of one uploaded .pt2/.npz archive may inflate to, in all; checked
@@ -175,7 +187,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "webapp.core.pagination.Pagination",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "webapp.core.schema.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
@@ -188,6 +200,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Names for enums whose field names collide (otherwise "Kind579Enum", "Format709Enum").
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": "webapp.core.schema.job_kind_choices",
+        "CheckpointFormatEnum": "webapp.checkpoints.models.Checkpoint.Format",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

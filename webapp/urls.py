@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from webapp.architectures import views as architectures
 from webapp.checkpoints import views as checkpoints
+from webapp.core.health import readyz
 from webapp.datasets import views as datasets
 from webapp.jobs import views as jobs
 
@@ -41,7 +42,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
-    path("healthz", healthz, name="healthz"),
+    path("healthz", healthz, name="healthz"),  # liveness: the process answers
+    path("readyz", readyz, name="readyz"),  # readiness: database, broker and storage answer
 ]
 
 if settings.DEBUG:

@@ -1,9 +1,14 @@
-"""Shared REST pieces: owner-only querysets and the viewset shapes the apps use."""
+"""Shared REST pieces: owner-only querysets, the viewset shapes the apps use, and the JSON
+object field of request bodies."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.db.models import QuerySet
-from rest_framework import mixins, viewsets
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import mixins, serializers, viewsets
 
 
 class OwnedQuerysetMixin:
@@ -28,3 +33,38 @@ class OwnedViewSet(
 
 class OwnedDeletableViewSet(mixins.DestroyModelMixin, OwnedViewSet):
     """``OwnedViewSet`` whose objects their owner may also delete."""
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {},
+        "description": "A JSON object (in a multipart form: its JSON text); null means {}.",
+    }
+)
+class JSONObjectField(serializers.JSONField):
+    """A JSON object that may also arrive as a string (multipart forms cannot nest).
+
+    ``null`` (and an empty string) stand for ``{}``, as leaving the field out does.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None and self.allow_null:
+            return True, {}
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data) if data.strip() else {}
+            except json.JSONDecodeError as error:
+                raise serializers.ValidationError(f"Not valid JSON: {error}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('Expected a JSON object such as {"num_classes": 10}.')
+        return data

@@ -9,6 +9,8 @@ from typing import IO
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import models, transaction
+from django.db.models.fields.files import FieldFile
+from django.http import FileResponse
 from django.template.defaultfilters import filesizeformat
 
 CHUNK = 1 << 20
@@ -101,3 +103,22 @@ def save_with_upload(instance: models.Model, upload: UploadedFile, folder: str) 
     except Exception:
         instance.file.delete(save=False)
         raise
+
+
+def stored_file_response(
+    field: FieldFile, *, filename: str, content_type: str | None = None
+) -> FileResponse:
+    """A download of a stored file, streamed in chunks from wherever the storage keeps it.
+
+    On disk that is the open file; in an S3 bucket it is the object's body straight from the
+    store (django-storages' own file would first copy the whole object to a temporary file).
+    """
+    field.open("rb")
+    remote = getattr(field.file, "obj", None)  # storages.backends.s3.S3File: the boto3 object
+    if remote is None:
+        return FileResponse(field, as_attachment=True, filename=filename, content_type=content_type)
+    response = FileResponse(
+        remote.get()["Body"], as_attachment=True, filename=filename, content_type=content_type
+    )
+    response["Content-Length"] = str(remote.content_length)
+    return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ def local_file(field: Any) -> Iterator[Path]:
         pass  # remote storage (S3 and the like): copy it down
     suffix = Path(field.name).suffix
     with tempfile.NamedTemporaryFile(suffix=suffix) as handle, field.open("rb") as source:
+        os.chmod(handle.name, 0o644)  # the sandbox reads it as another uid, as a stored file
         shutil.copyfileobj(source, handle, 1 << 20)
         handle.flush()
         yield Path(handle.name)

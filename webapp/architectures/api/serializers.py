@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rest_framework import serializers
 
 from webapp.architectures.models import Architecture
+from webapp.core.api import JSONObjectField
 
 
 class ArchitectureSerializer(serializers.ModelSerializer):
@@ -28,18 +28,32 @@ class ArchitectureSerializer(serializers.ModelSerializer):
         return obj.latest_inspection_id
 
 
-class JSONObjectField(serializers.JSONField):
-    """A JSON object that may also arrive as a string (multipart forms cannot nest)."""
+class TensorSerializer(serializers.Serializer):
+    """One parameter tensor of an inspected architecture."""
 
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, str):
-            try:
-                data = json.loads(data) if data.strip() else {}
-            except json.JSONDecodeError as error:
-                raise serializers.ValidationError(f"Not valid JSON: {error}") from None
-        if not isinstance(data, dict):
-            raise serializers.ValidationError('Expected a JSON object such as {"num_classes": 10}.')
-        return data
+    name = serializers.CharField()
+    shape = serializers.ListField(child=serializers.IntegerField(min_value=0))
+    dtype = serializers.CharField(help_text='e.g. "float32"')
+    numel = serializers.IntegerField(min_value=0)
+
+
+class ZooEntrySerializer(serializers.Serializer):
+    """A model the built-in zoo can build, and the arguments it takes."""
+
+    name = serializers.CharField()
+    family = serializers.CharField()
+    task = serializers.CharField()
+    description = serializers.CharField()
+    input_shape = serializers.ListField(child=serializers.IntegerField())
+    input_dtype = serializers.CharField()
+    default_args = serializers.DictField(help_text="The arguments used when none are given.")
+    args = serializers.DictField(help_text="Each argument's type, bounds and help text.")
+    num_params = serializers.IntegerField(help_text="With the default arguments.")
+
+
+class ZooSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = ZooEntrySerializer(many=True)
 
 
 class ArchitectureCreateSerializer(serializers.Serializer):

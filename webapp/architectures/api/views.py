@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -12,6 +12,8 @@ from rest_framework.views import APIView
 from webapp.architectures.api.serializers import (
     ArchitectureCreateSerializer,
     ArchitectureSerializer,
+    TensorSerializer,
+    ZooSerializer,
 )
 from webapp.architectures.models import (
     Architecture,
@@ -22,9 +24,12 @@ from webapp.architectures.models import (
 from webapp.core.api import OwnedDeletableViewSet
 from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
+from webapp.core.schema import conflict, error
 from webapp.jobs.api.serializers import JobSerializer
 from webapp.jobs.models import Job
 from workers.catalog.models import load_catalog
+
+NOT_INSPECTED = error("No such architecture among yours, or it has not been inspected yet.")
 
 
 class ArchitectureViewSet(OwnedDeletableViewSet):
@@ -36,7 +41,13 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
     def get_queryset(self) -> QuerySet:
         return with_latest_inspection(super().get_queryset())
 
-    @extend_schema(request=ArchitectureCreateSerializer, responses={201: ArchitectureSerializer})
+    @extend_schema(
+        request=ArchitectureCreateSerializer,
+        responses={
+            201: ArchitectureSerializer,
+            409: conflict("You already have this model; `existing` is its URL."),
+        },
+    )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         form = ArchitectureCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -55,6 +66,7 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
         body = ArchitectureSerializer(architecture, context=self.get_serializer_context()).data
         return Response(body, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses={204: None, 409: conflict("The architecture has jobs still running.")})
     def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
         architecture = self.get_object()
         if architecture.jobs.active().exists():
@@ -82,21 +94,21 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
             raise NotFound("Not inspected yet: start an inspect job on this architecture.")
         return Response(artifact.read_json())
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict, 404: NOT_INSPECTED})
     @action(detail=True, methods=["get"])
     def graph(self, request: Request, pk: str | None = None) -> Response:
         """The architecture graph (GHN primitives, data flow, module paths) of the latest
         inspection."""
         return self._latest_artifact_json("arch_graph.json")
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict, 404: NOT_INSPECTED})
     @action(detail=True, methods=["get"], url_path="param-graph", url_name="param-graph")
     def param_graph(self, request: Request, pk: str | None = None) -> Response:
         """The parameter graph NiNo reads: counts, and for small models every edge."""
         return self._latest_artifact_json("param_graph.json")
 
-    @extend_schema(responses={200: dict})
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses={200: TensorSerializer(many=True), 404: NOT_INSPECTED})
+    @action(detail=True, methods=["get"], pagination_class=None)
     def tensors(self, request: Request, pk: str | None = None) -> Response:
         """The parameter tensors (name, shape, dtype, numel) from the latest inspect job."""
         return self._latest_artifact_json("tensors.json")
@@ -105,7 +117,10 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
 class ZooView(APIView):
     """Every model the built-in zoo can build: all torchvision classifiers and our families."""
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        parameters=[OpenApiParameter("family", str, description="Only this family's models")],
+        responses={200: ZooSerializer},
+    )
     def get(self, request: Request) -> Response:
         entries = load_catalog()
         family = request.query_params.get("family")

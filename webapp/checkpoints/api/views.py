@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -15,7 +16,8 @@ from webapp.checkpoints.api.serializers import (
 from webapp.checkpoints.models import Checkpoint, create_checkpoint
 from webapp.core.api import OwnedDeletableViewSet
 from webapp.core.api_errors import upload_error_response
-from webapp.core.files import UploadError
+from webapp.core.files import UploadError, stored_file_response
+from webapp.core.schema import conflict
 
 
 class CheckpointViewSet(OwnedDeletableViewSet):
@@ -27,7 +29,13 @@ class CheckpointViewSet(OwnedDeletableViewSet):
     def get_serializer_class(self):  # type: ignore[no-untyped-def]
         return CheckpointDetailSerializer if self.action == "retrieve" else CheckpointSerializer
 
-    @extend_schema(request=CheckpointCreateSerializer, responses={201: CheckpointDetailSerializer})
+    @extend_schema(
+        request=CheckpointCreateSerializer,
+        responses={
+            201: CheckpointDetailSerializer,
+            409: conflict("You already have this file; `existing` is its URL."),
+        },
+    )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         form = CheckpointCreateSerializer(data=request.data, context={"request": request})
         form.is_valid(raise_exception=True)
@@ -44,14 +52,20 @@ class CheckpointViewSet(OwnedDeletableViewSet):
     def perform_destroy(self, instance: Checkpoint) -> None:
         instance.delete()  # its files follow on commit (webapp.core.cleanup)
 
-    @extend_schema(responses={200: OpenApiResponse(description="The checkpoint file")})
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The checkpoint file"
+            )
+        }
+    )
     @action(detail=True, methods=["get"])
     def download(self, request: Request, pk: str | None = None) -> FileResponse:
-        checkpoint = self.get_object()
+        checkpoint = self.get_object()  # the owner check comes first, whatever the storage
         suffix = checkpoint.file.name.rsplit(".", 1)[-1]
-        return FileResponse(
-            checkpoint.file.open("rb"),
-            as_attachment=True,
+        return stored_file_response(
+            checkpoint.file,
+            content_type="application/octet-stream",
             filename=f"{checkpoint.name}.{suffix}"
             if not checkpoint.name.endswith(suffix)
             else checkpoint.name,

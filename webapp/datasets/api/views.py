@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from webapp.core.api import OwnedDeletableViewSet
 from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
+from webapp.core.schema import conflict
 from webapp.datasets.api.serializers import DatasetCreateSerializer, DatasetSerializer
 from webapp.datasets.models import Dataset, create_dataset
 from workers.catalog import ACCELERATORS, DATASETS
@@ -20,7 +21,13 @@ class DatasetViewSet(OwnedDeletableViewSet):
     queryset = Dataset.objects.all()
     serializer_class = DatasetSerializer
 
-    @extend_schema(request=DatasetCreateSerializer, responses={201: DatasetSerializer})
+    @extend_schema(
+        request=DatasetCreateSerializer,
+        responses={
+            201: DatasetSerializer,
+            409: conflict("You already have this file; `existing` is its URL."),
+        },
+    )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         form = DatasetCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -37,10 +44,27 @@ class DatasetViewSet(OwnedDeletableViewSet):
         instance.delete()  # its files follow on commit (webapp.core.cleanup)
 
 
+class NamedSerializer(serializers.Serializer):
+    """A name to use in a job's parameters, and what it stands for."""
+
+    name = serializers.CharField()
+    description = serializers.CharField()
+
+
 class BuiltinDatasetsView(APIView):
     """The data sets every worker has, and the accelerators a train job can use."""
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "BuiltinDatasets",
+                {
+                    "datasets": NamedSerializer(many=True),
+                    "accelerators": NamedSerializer(many=True),
+                },
+            )
+        }
+    )
     def get(self, request: Request) -> Response:
         return Response(
             {

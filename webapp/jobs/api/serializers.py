@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from webapp.architectures.models import Architecture
 from webapp.checkpoints.models import Checkpoint
+from webapp.core.api import JSONObjectField
 from webapp.jobs.kinds import KINDS, clean_parameters
 from webapp.jobs.models import Artifact, Job
 
@@ -53,7 +54,10 @@ class JobCreateSerializer(serializers.Serializer):
     checkpoint = serializers.PrimaryKeyRelatedField(
         queryset=Checkpoint.objects.none(), required=False, allow_null=True
     )
-    parameters = serializers.JSONField(required=False)
+    parameters = JSONObjectField(
+        required=False,
+        help_text="The kind's parameters (see the kind); leaving them out or null means {}.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -2,21 +2,59 @@ from __future__ import annotations
 
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers, status
 from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.core.api import OwnedViewSet
+from webapp.core.files import stored_file_response
+from webapp.core.schema import conflict, error
 from webapp.jobs.api.serializers import ArtifactSerializer, JobCreateSerializer, JobSerializer
+from webapp.jobs.kinds import KINDS
 from webapp.jobs.kinds.predict import ghn_descriptions
 from webapp.jobs.models import Job, downsample
 
 MAX_METRIC_POINTS = 5000
 
 
+class MetricsSerializer(serializers.Serializer):
+    """A job's metric series."""
+
+    job = serializers.IntegerField()
+    series = serializers.DictField(
+        child=serializers.ListField(
+            child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2)
+        ),
+        help_text="Each series as [[step, value], ...], thinned to max_points.",
+    )
+    points = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Each series' length before thinning."
+    )
+    downsampled = serializers.BooleanField(help_text="Whether any series was thinned.")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "status", enum=list(Job.Status.values), description="Only this status"
+            ),
+            OpenApiParameter("kind", enum=list(KINDS), description="Only this kind"),
+            OpenApiParameter("architecture", int, description="Only jobs on this architecture"),
+        ],
+        responses={200: JobSerializer(many=True), 400: error("A filter value is not valid.")},
+    )
+)
 class JobViewSet(OwnedViewSet):
     """Your jobs. Create one, poll it, cancel or retry it, read its metrics and artifacts."""
 
@@ -25,19 +63,22 @@ class JobViewSet(OwnedViewSet):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         queryset = super().get_queryset().prefetch_related("artifacts")
+        if self.action != "list":
+            return queryset
         for field in ("status", "kind", "architecture"):
             value = self.request.query_params.get(field)
             if value:
+                if field == "architecture":
+                    try:
+                        value = int(value)
+                    except ValueError:
+                        raise ParseError("architecture must be an architecture id.") from None
                 queryset = queryset.filter(**{field: value})
         return queryset
 
     @extend_schema(
         request=JobCreateSerializer,
         responses={201: JobSerializer},
-        parameters=[
-            OpenApiParameter("status", str, description="Filter by status"),
-            OpenApiParameter("kind", str, description="Filter by kind"),
-        ],
     )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         form = JobCreateSerializer(data=request.data, context={"request": request})
@@ -45,7 +86,10 @@ class JobViewSet(OwnedViewSet):
         job = Job.submit(owner=request.user, **form.validated_data)
         return Response(JobSerializer(job, context={"request": request}).data, status=201)
 
-    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse()})
+    @extend_schema(
+        request=None,
+        responses={200: JobSerializer, 409: conflict("The job has already ended.")},
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel now if queued; ask the worker to stop (it saves what it has) if running."""
@@ -57,7 +101,10 @@ class JobViewSet(OwnedViewSet):
             )
         return Response(JobSerializer(job, context={"request": request}).data)
 
-    @extend_schema(request=None, responses={201: JobSerializer, 409: OpenApiResponse()})
+    @extend_schema(
+        request=None,
+        responses={201: JobSerializer, 409: conflict("Only failed or cancelled jobs retry.")},
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         """Submit a fresh copy of a failed or cancelled job."""
@@ -78,7 +125,7 @@ class JobViewSet(OwnedViewSet):
                 f"(default and maximum {MAX_METRIC_POINTS})",
             ),
         ],
-        responses={200: dict},
+        responses={200: MetricsSerializer, 400: error("max_points is not an integer.")},
     )
     @action(detail=True, methods=["get"])
     def metrics(self, request: Request, pk: str | None = None) -> Response:
@@ -104,14 +151,16 @@ class JobViewSet(OwnedViewSet):
         )
 
     @extend_schema(responses={200: ArtifactSerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def artifacts(self, request: Request, pk: str | None = None) -> Response:
         job = self.get_object()
         return Response(
             ArtifactSerializer(job.artifacts.all(), many=True, context={"request": request}).data
         )
 
-    @extend_schema(responses={200: OpenApiResponse(description="The artifact file")})
+    @extend_schema(
+        responses={200: OpenApiResponse(description="The artifact file, in its stored type")}
+    )
     @action(
         detail=True,
         methods=["get"],
@@ -121,20 +170,30 @@ class JobViewSet(OwnedViewSet):
     def download(
         self, request: Request, pk: str | None = None, artifact_id: str = ""
     ) -> FileResponse:
-        job = self.get_object()
+        job = self.get_object()  # the owner check comes first, whatever the storage
         artifact = get_object_or_404(job.artifacts, pk=artifact_id)
-        return FileResponse(
-            artifact.file.open("rb"),
-            as_attachment=True,
-            filename=artifact.name,
-            content_type=artifact.content_type,
+        return stored_file_response(
+            artifact.file, filename=artifact.name, content_type=artifact.content_type
         )
 
 
 class GHNsView(APIView):
     """The hypernetworks a predict job can use (``parameters.ghn``), "ours" first."""
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "GHNs",
+                {
+                    "ghns": inline_serializer(
+                        "GHN",
+                        {"name": serializers.CharField(), "description": serializers.CharField()},
+                        many=True,
+                    )
+                },
+            )
+        }
+    )
     def get(self, request: Request) -> Response:
         return Response(
             {"ghns": [{"name": k, "description": v} for k, v in ghn_descriptions().items()]}
