@@ -3,7 +3,7 @@
 One forward pass is recorded by autograd and the autograd graph is turned into a DAG whose
 nodes are the 15 GHN primitives (``arch_ops.PRIMITIVES``), following the conventions of the
 published GHN-2/GHN-3 code so that graphs built here equal the ones those checkpoints were
-trained on (checked against recorded graphs in ``tests/engine/test_engine_arch_graph.py``):
+trained on (checked against recorded graphs in ``tests/engine/graphs/test_arch_graph.py``):
 
 * an op that consumes parameters becomes one node per predicted tensor, weight before bias
   (``conv``/``sep_conv``/``dil_conv`` then ``bias``); a norm layer is one ``bn``/``ln`` node
