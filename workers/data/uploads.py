@@ -22,6 +22,7 @@ from workers.data.text import make_text_data
 from workers.errors import ModelError
 from workers.safety.datasets import (
     MAX_ARRAY_BYTES,
+    MAX_INFLATED,
     MAX_TEXT_BYTES,
     MAX_VOCAB,
     MIN_SAMPLES,
@@ -48,6 +49,7 @@ def load_npz_dataset(
     min_samples: int = MIN_SAMPLES,
     test_fraction: float = 0.1,
     max_bytes: int = MAX_ARRAY_BYTES,
+    max_inflated: int = MAX_INFLATED,
 ) -> ClassificationData:
     """Load an uploaded classification set from a ``.npz`` with arrays ``x`` and ``y``.
 
@@ -55,9 +57,11 @@ def load_npz_dataset(
     ``test_fraction`` of a fixed (seed 0) shuffle is held out. Inputs become float32 (uint8
     is scaled to [0, 1]), labels int64. Both splits go through ``validate_dataset``;
     the test split must have the training inputs' shape. Raises ``ModelError`` for anything
-    unusable. The file is never unpickled.
+    unusable. The file is never unpickled; its compressed members may inflate to
+    ``max_inflated`` bytes in all (the web tier's ``UPLOAD_MAX_INFLATED``, so the worker
+    accepts what the upload check accepted).
     """
-    arrays = read_npz(path, max_bytes)
+    arrays = read_npz(path, max_bytes, max_inflated)
     x, y = arrays["x"], arrays["y"]
     if "x_test" in arrays:
         x_test, y_test = arrays["x_test"], arrays["y_test"]

@@ -16,6 +16,7 @@ from torch import nn
 
 from workers.data.datasets import TrainingData
 from workers.errors import ModelError
+from workers.safety.pickles import MAX_INFLATED
 
 
 def model_builder(source: str, name: str = "", args: dict | None = None,
@@ -84,10 +85,21 @@ def with_weights(build: Callable[[], nn.Module], state: dict[str, Any]) -> Calla
     return build_and_load
 
 
-def uploaded_data(path: str | Path, fmt: str, *, name: str, context: int = 128) -> TrainingData:
-    """An uploaded data set: ``npz`` arrays or ``text`` for a character-level model."""
+def uploaded_data(
+    path: str | Path,
+    fmt: str,
+    *,
+    name: str,
+    context: int = 128,
+    max_inflated: int = MAX_INFLATED,
+) -> TrainingData:
+    """An uploaded data set: ``npz`` arrays or ``text`` for a character-level model.
+
+    ``max_inflated`` caps what an ``.npz``'s compressed members may inflate to; the train
+    task passes the web tier's ``UPLOAD_MAX_INFLATED``, so both tiers hold it to one limit.
+    """
     from workers.data.uploads import load_npz_dataset, load_text_dataset
 
     if fmt == "npz":
-        return load_npz_dataset(path, name=name)
+        return load_npz_dataset(path, name=name, max_inflated=max_inflated)
     return load_text_dataset(path, name=name, context=context)

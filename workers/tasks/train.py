@@ -35,11 +35,16 @@ def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
     context = int(architecture.zoo_args.get("context", 128))
     progress(0.01, "Loading the data set")
     if spec.dataset_id:
+        from django.conf import settings
+
         from webapp.datasets.models import Dataset
 
         dataset = Dataset.objects.get(pk=spec.dataset_id)
         with local_file(dataset.file) as path:
-            data = uploaded_data(path, dataset.format, name=dataset.name, context=context)
+            data = uploaded_data(
+                path, dataset.format, name=dataset.name, context=context,
+                max_inflated=settings.UPLOAD_MAX_INFLATED,
+            )  # fmt: skip
     else:
         data = load_builtin(spec.dataset, context=context)
     progress(0.02, "Building the model")
