@@ -46,6 +46,9 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),  # readiness: database, broker and storage answer
 ]
 
+# Errors raised outside views (in a middleware's response phase) get the same answers.
+handler500 = "webapp.core.middleware.server_error"
+
 if settings.DEBUG:
     from django.conf.urls.static import static
 

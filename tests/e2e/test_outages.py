@@ -122,3 +122,17 @@ def test_an_unexpected_api_error_answers_json_with_a_sentence(api, monkeypatch, 
     assert response.status_code == 500
     assert "unexpected error" in response.json()["detail"]
     assert "database went away" not in response.content.decode()
+
+
+def test_an_outage_raised_outside_a_view_is_still_a_503_sentence(rf):
+    from django.db import OperationalError
+
+    from webapp.core.middleware import server_error
+
+    for path, kind in (("/api/v1/jobs/", "application/json"), ("/", "text/plain")):
+        try:
+            raise OperationalError("connection refused")  # as a session save would
+        except OperationalError:
+            response = server_error(rf.get(path))
+        assert response.status_code == 503 and response["Content-Type"].startswith(kind)
+        assert b"database is unavailable" in response.content

@@ -81,6 +81,27 @@ class OutageMiddleware:
         return HttpResponse(detail, status=status, content_type="text/plain; charset=utf-8")
 
 
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's last-resort 500 handler (``handler500``), for errors raised outside views —
+    in another middleware's response phase, say a session save while the database is down:
+    the same 503 sentence for an outage, JSON under ``/api/``."""
+    import sys
+
+    from django.views.defaults import server_error as django_server_error
+
+    exception = sys.exc_info()[1]
+    outage = isinstance(exception, OperationalError | InterfaceError)
+    if outage:
+        detail, status = "The database is unavailable right now; try again shortly.", 503
+    elif request.path.startswith("/api/"):
+        detail, status = "The server hit an unexpected error; it has been logged.", 500
+    else:
+        return django_server_error(request)
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": detail}, status=status)
+    return HttpResponse(detail, status=status, content_type="text/plain; charset=utf-8")
+
+
 def _reason(response: HttpResponse) -> str:
     from http import HTTPStatus
 
