@@ -38,17 +38,36 @@ def result_items(result: dict) -> list[tuple[str, str]]:
 
 
 def _own_job(request: HttpRequest, pk: int) -> Job:
-    return get_object_or_404(Job.objects.select_related("architecture"), pk=pk, owner=request.user)
+    # The job page links its architecture and, for a retry, the job it retries: one query.
+    jobs = Job.objects.select_related("architecture", "retry_of")
+    return get_object_or_404(jobs, pk=pk, owner=request.user)
+
+
+# Columns a dashboard row never shows; they can be large (a traceback, a tensor table).
+_UNSHOWN_JOB_FIELDS = ("parameters", "result", "error")
+_UNSHOWN_ARCH_FIELDS = ("summary", "input_shape")
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Jobs, architectures and checkpoints of the signed-in user."""
+    owner = request.user
+    # One query per list (the row's architecture comes joined), and none of the columns the
+    # page never shows: a failed job's error, results, checkpoint tensor tables, summaries.
+    jobs = (
+        Job.objects.filter(owner=owner)
+        .select_related("architecture")
+        .defer(*_UNSHOWN_JOB_FIELDS, *(f"architecture__{f}" for f in _UNSHOWN_ARCH_FIELDS))
+    )
     context = {
-        "jobs": Job.objects.filter(owner=request.user).select_related("architecture")[:50],
-        "architectures": Architecture.objects.filter(owner=request.user)[:50],
-        "checkpoints": Checkpoint.objects.filter(owner=request.user)[:50],
-        "datasets": Dataset.objects.filter(owner=request.user)[:50],
+        "jobs": list(jobs[:50]),
+        "architectures": list(
+            Architecture.objects.filter(owner=owner).defer(*_UNSHOWN_ARCH_FIELDS)[:50]
+        ),
+        "checkpoints": list(
+            Checkpoint.objects.filter(owner=owner).defer("tensors", "metadata")[:50]
+        ),
+        "datasets": list(Dataset.objects.filter(owner=owner).defer("summary")[:50]),
     }
     return render(request, "jobs/dashboard.html", context)
 
