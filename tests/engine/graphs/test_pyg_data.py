@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
+from tests.engine.graphs.test_param_graph import SMALL_ARGS  # the same small models
 from workers.graphs.arch.graph import ArchGraph, architecture_graph
 from workers.graphs.params.graph import (
     ParamGraph,
@@ -12,22 +13,6 @@ from workers.graphs.params.graph import (
     params_from_features,
 )
 from workers.zoo.build import build_model, example_input
-
-SMALL_ARGS = {
-    "mlp": {"in_features": 12, "hidden": [7, 5], "num_classes": 3},
-    "cnn": {"in_channels": 2, "channels": [4, 6], "num_classes": 3},
-    "cnn_residual": {"in_channels": 2, "width": 4, "num_blocks": 2, "num_classes": 3},
-    "transformer": {"vocab_size": 11, "context": 6, "d_model": 8, "n_layers": 2, "n_heads": 2},
-    "llama": {
-        "vocab_size": 11,
-        "context": 6,
-        "d_model": 8,
-        "n_layers": 2,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "mlp_hidden": 10,
-    },
-}
 
 
 def _assert_same_param_graph(a: ParamGraph, b: ParamGraph) -> None:

@@ -9,7 +9,6 @@ are skipped with the reason when they are absent.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.engine.nino.published import require_checkpoint
 from workers.nino import (
     CHECKPOINT_DIR_ENV,
     CheckpointError,
@@ -34,32 +34,8 @@ from workers.nino import (
     unscale,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
-GOLDEN_PATH = Path(
-    os.environ.get("NINO_GOLDEN_PATH", ROOT.parent / "shared" / "golden" / "golden_nino_fm16.pt")
-)
 # float32 agreement we hold ourselves to; measured: 4.3e-6 on raw outputs whose max is 13.5.
 ATOL = 2e-5
-
-
-def _require_checkpoint(name: str) -> Path:
-    path = checkpoint_dir() / f"{name}.pt"
-    if not path.is_file():
-        pytest.skip(f"published checkpoint {path} is absent (set ${CHECKPOINT_DIR_ENV})")
-    return path
-
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, Any]:
-    if not GOLDEN_PATH.is_file():
-        pytest.skip(f"golden file {GOLDEN_PATH} is absent (set $NINO_GOLDEN_PATH)")
-    return torch.load(GOLDEN_PATH, weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def nino() -> NiNoModel:
-    _require_checkpoint("nino_no_posw")
-    return NiNoModel.from_checkpoint("nino_no_posw")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +102,7 @@ def _split_flat(golden: dict[str, Any], flat: torch.Tensor) -> dict[str, torch.T
 
 
 def test_published_gnn_checkpoint_loads_strictly_with_the_published_size() -> None:
-    path = _require_checkpoint("nino_no_posw")
+    path = require_checkpoint("nino_no_posw")
     checkpoint = load_checkpoint(path)
     model = NiNoModel.from_checkpoint(path)
     assert set(model.state_dict()) == set(checkpoint.state_dict)
@@ -138,7 +114,7 @@ def test_published_gnn_checkpoint_loads_strictly_with_the_published_size() -> No
 def test_published_wnn_plus_checkpoints_load_strictly_with_their_hidden_size(
     name: str, hid: int
 ) -> None:
-    _require_checkpoint(name)
+    require_checkpoint(name)
     model = load_model(name)
     assert isinstance(model, WNNPlusModel)
     assert model.config.hid == hid
@@ -146,7 +122,7 @@ def test_published_wnn_plus_checkpoints_load_strictly_with_their_hidden_size(
 
 
 def test_gnn_class_refuses_a_wnn_plus_checkpoint() -> None:
-    _require_checkpoint("nino_mlp")
+    require_checkpoint("nino_mlp")
     with pytest.raises(ValueError, match="WNNPlusModel"):
         NiNoModel.from_checkpoint("nino_mlp")
 
@@ -154,7 +130,7 @@ def test_gnn_class_refuses_a_wnn_plus_checkpoint() -> None:
 def test_checkpoint_directory_comes_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = _require_checkpoint("nino_mlp_h32")
+    source = require_checkpoint("nino_mlp_h32")
     shutil.copy(source, tmp_path / "nino_mlp_h32.pt")
     monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(tmp_path))
     assert checkpoint_dir() == tmp_path
@@ -173,7 +149,7 @@ def test_missing_checkpoint_names_the_directory_and_the_variable(
 def test_a_tampered_published_checkpoint_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = _require_checkpoint("nino_mlp_h32")
+    source = require_checkpoint("nino_mlp_h32")
     data = bytearray(source.read_bytes())
     data[-100] ^= 0xFF
     (tmp_path / "nino_mlp_h32.pt").write_bytes(bytes(data))
@@ -293,7 +269,7 @@ def test_bad_inputs_are_refused_with_the_expected_shapes(nino: NiNoModel, graph:
 
 @pytest.mark.parametrize("name", ["nino_mlp", "nino_mlp_h32"])
 def test_wnn_plus_nowcasts_every_parameter_independently(name: str, graph: dict) -> None:
-    _require_checkpoint(name)
+    require_checkpoint(name)
     model = load_model(name)
     with torch.no_grad():
         delta = model(**graph)

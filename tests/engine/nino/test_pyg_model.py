@@ -6,42 +6,19 @@ Needs the published checkpoints and the golden FM/16 file from the shared direct
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch_geometric.nn import MessagePassing
 
+from tests.engine.nino.published import require_checkpoint
 from workers.graphs.params.graph import ParamGraph, build_param_graph, params_from_features
-from workers.nino import NiNoModel, checkpoint_dir, load_model
+from workers.nino import NiNoModel, load_model
 from workers.nino.layers import EdgeUpdate, FiLMConv
 from workers.zoo.build import build_model
 
-ROOT = Path(__file__).resolve().parents[3]
-GOLDEN_PATH = Path(
-    os.environ.get("NINO_GOLDEN_PATH", ROOT.parent / "shared" / "golden" / "golden_nino_fm16.pt")
-)
 ATOL = 2e-5  # the float32 agreement test_model.py holds the model to
-
-
-def _require_checkpoint(name: str) -> None:
-    if not (checkpoint_dir() / f"{name}.pt").is_file():
-        pytest.skip(f"published checkpoint {name} is absent")
-
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, Any]:
-    if not GOLDEN_PATH.is_file():
-        pytest.skip(f"golden file {GOLDEN_PATH} is absent (set $NINO_GOLDEN_PATH)")
-    return torch.load(GOLDEN_PATH, weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def nino() -> NiNoModel:
-    _require_checkpoint("nino_no_posw")
-    return NiNoModel.from_checkpoint("nino_no_posw")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +51,7 @@ def test_a_data_without_encodings_is_refused_by_nino_but_enough_for_wnn_plus(nin
     data = graph.to_pyg(edge_attr=golden["edge_attr_in"])
     with pytest.raises(ValueError, match="no lpe"):
         nino.predict_pyg(data, k=1)
-    _require_checkpoint("nino_mlp")
+    require_checkpoint("nino_mlp")
     wnn = load_model("nino_mlp")
     out = wnn.predict_pyg(data, k=1)
     tensors = (data.edge_index, data.edge_type, data.edge_attr)
