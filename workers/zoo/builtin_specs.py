@@ -1,6 +1,6 @@
 """Argument specifications of the built-in model families (pure data, no torch).
 
-``make_catalog`` copies them into ``catalog.json`` and ``catalog.validate_args`` checks user
+``make_catalog`` copies them into ``workers/catalog/models.json`` and ``validate_args`` checks user
 arguments against them; the classes they build live in ``workers.zoo.builtin`` (which
 re-exports ``BUILTIN_SPECS``).
 """
@@ -8,6 +8,26 @@ re-exports ``BUILTIN_SPECS``).
 from __future__ import annotations
 
 from typing import Any
+
+# Arguments several families share.
+NUM_CLASSES: dict[str, Any] = {
+    "type": "int",
+    "min": 1,
+    "max": 100_000,
+    "help": "Number of output classes.",
+}
+IMAGE_SIZE: dict[str, Any] = {
+    "type": "int",
+    "min": 2,
+    "max": 1024,
+    "help": "Height and width of the (square) input image.",
+}
+IN_CHANNELS: dict[str, Any] = {
+    "type": "int",
+    "min": 1,
+    "max": 64,
+    "help": "Channels of the input image.",
+}
 
 # One spec per family. "default_args" must satisfy "args"; "description" is shown in the UI.
 BUILTIN_SPECS: dict[str, dict[str, Any]] = {
@@ -30,12 +50,7 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
                 "max_len": 16,
                 "help": "Width of each hidden layer, input to output.",
             },
-            "num_classes": {
-                "type": "int",
-                "min": 1,
-                "max": 100_000,
-                "help": "Number of output classes.",
-            },
+            "num_classes": NUM_CLASSES,
         },
     },
     "cnn": {
@@ -52,12 +67,7 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
             "image_size": 28,
         },
         "args": {
-            "in_channels": {
-                "type": "int",
-                "min": 1,
-                "max": 64,
-                "help": "Channels of the input image.",
-            },
+            "in_channels": IN_CHANNELS,
             "channels": {
                 "type": "list[int]",
                 "min": 1,
@@ -66,18 +76,8 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
                 "max_len": 16,
                 "help": "Output channels of each 3x3 convolution.",
             },
-            "num_classes": {
-                "type": "int",
-                "min": 1,
-                "max": 100_000,
-                "help": "Number of output classes.",
-            },
-            "image_size": {
-                "type": "int",
-                "min": 2,
-                "max": 1024,
-                "help": "Height and width of the (square) input image.",
-            },
+            "num_classes": NUM_CLASSES,
+            "image_size": IMAGE_SIZE,
         },
     },
     "cnn_residual": {
@@ -94,12 +94,7 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
             "image_size": 28,
         },
         "args": {
-            "in_channels": {
-                "type": "int",
-                "min": 1,
-                "max": 64,
-                "help": "Channels of the input image.",
-            },
+            "in_channels": IN_CHANNELS,
             "width": {
                 "type": "int",
                 "min": 1,
@@ -112,18 +107,8 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
                 "max": 32,
                 "help": "Number of residual blocks.",
             },
-            "num_classes": {
-                "type": "int",
-                "min": 1,
-                "max": 100_000,
-                "help": "Number of output classes.",
-            },
-            "image_size": {
-                "type": "int",
-                "min": 2,
-                "max": 1024,
-                "help": "Height and width of the (square) input image.",
-            },
+            "num_classes": NUM_CLASSES,
+            "image_size": IMAGE_SIZE,
         },
     },
     "transformer": {
