@@ -297,7 +297,7 @@ def main() -> None:
             times = ", ".join(f"{r['impl']} {r['time_s']} s" for r in rows[-len(options.impl) :])
             print(f"  {case} {op}: {times}", file=sys.stderr)
 
-    from bench.machine import machine_info
+    from workers.provenance import machine_info
 
     previous = json.loads(options.out.read_text())["results"] if options.out.exists() else []
     measured = {(r["case"], r["op"], r["impl"]) for r in rows}

@@ -49,27 +49,6 @@ def open_ghn(path: str | Path, device: torch.device | str = "cpu") -> GHN3:
         raise ModelError(f"The GHN file could not be loaded: {error}") from None
 
 
-def predict_into(
-    model: nn.Module,
-    ghn_path: str | Path,
-    example: torch.Tensor | None = None,
-    *,
-    device: str = "cpu",
-    max_params: int = MAX_PREDICT_PARAMS,
-) -> dict[str, Any]:
-    """Write the GHN's prediction into ``model``; return the report with the time it took.
-
-    ``example`` is an input batch for tracing the architecture graph (default: the graph
-    builder's ImageNet-sized image, or the input stored in a ``.pt2``). Models above
-    ``max_params`` parameters are refused with a ``ModelError`` before any work.
-    """
-    _check_size(model, max_params)
-    ghn = open_ghn(ghn_path, device)
-    prepared = prepare(lambda: model, ghn, example, device=device)
-    assert prepared.report is not None
-    return {**prepared.report.to_json(), "seconds": round(prepared.seconds, 3)}
-
-
 def _check_size(model: nn.Module, max_params: int) -> None:
     count = sum(p.numel() for p in model.parameters())
     if count > max_params:
@@ -133,4 +112,4 @@ def run_prediction(
     return PredictOutcome(model=predicted.model, report=report, result=result)
 
 
-__all__ = ["MAX_PREDICT_PARAMS", "PredictOutcome", "open_ghn", "predict_into", "run_prediction"]
+__all__ = ["MAX_PREDICT_PARAMS", "PredictOutcome", "open_ghn", "run_prediction"]

@@ -28,6 +28,12 @@ IN_CHANNELS: dict[str, Any] = {
     "max": 64,
     "help": "Channels of the input image.",
 }
+VOCAB_SIZE: dict[str, Any] = {
+    "type": "int",
+    "min": 2,
+    "max": 1_000_000,
+    "help": "Number of token ids.",
+}
 
 # One spec per family. "default_args" must satisfy "args"; "description" is shown in the UI.
 BUILTIN_SPECS: dict[str, dict[str, Any]] = {
@@ -126,12 +132,7 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
             "mlp_ratio": 4,
         },
         "args": {
-            "vocab_size": {
-                "type": "int",
-                "min": 2,
-                "max": 1_000_000,
-                "help": "Number of token ids.",
-            },
+            "vocab_size": VOCAB_SIZE,
             "context": {
                 "type": "int",
                 "min": 1,
@@ -180,12 +181,7 @@ BUILTIN_SPECS: dict[str, dict[str, Any]] = {
             "mlp_hidden": 64,
         },
         "args": {
-            "vocab_size": {
-                "type": "int",
-                "min": 2,
-                "max": 1_000_000,
-                "help": "Number of token ids.",
-            },
+            "vocab_size": VOCAB_SIZE,
             "context": {
                 "type": "int",
                 "min": 1,
