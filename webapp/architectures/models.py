@@ -26,6 +26,9 @@ class Architecture(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="architectures"
     )
     name = models.CharField(max_length=200)
+    # Tags stored as ",a,b," (see Job.tags) and free notes.
+    tags = models.CharField(max_length=500, blank=True, db_index=True)
+    notes = models.TextField(blank=True)
     source = models.CharField(max_length=16, choices=Source.choices)
     zoo_name = models.CharField(max_length=100, blank=True)
     zoo_args = models.JSONField(default=dict, blank=True)

@@ -63,6 +63,11 @@ class Job(models.Model):
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
+    # What the person calls the run, tags to find it by (stored as ",a,b," so that one
+    # portable `icontains ",tag,"` finds a tag on SQLite and PostgreSQL alike) and free notes.
+    name = models.CharField(max_length=200, blank=True)
+    tags = models.CharField(max_length=500, blank=True, db_index=True)
+    notes = models.TextField(blank=True)
     progress = models.FloatField(default=0.0)
     message = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
@@ -283,12 +288,16 @@ class Job(models.Model):
     # --- metrics and artifacts ---------------------------------------------------------------
     def record_metrics(self, series: str, points: Iterable[tuple[int, float]]) -> None:
         """Store ``(step, value)`` points; an existing step is overwritten, never duplicated."""
-        rows = [MetricPoint(job=self, series=series, step=s, value=float(v)) for s, v in points]
+        now = timezone.now()
+        rows = [
+            MetricPoint(job=self, series=series, step=s, value=float(v), recorded_at=now)
+            for s, v in points
+        ]
         MetricPoint.objects.bulk_create(
             rows,
             update_conflicts=True,
             unique_fields=["job", "series", "step"],
-            update_fields=["value"],
+            update_fields=["value", "recorded_at"],
         )
 
     def metric_series(self, max_points: int | None = None) -> dict[str, list[list[float]]]:
@@ -344,6 +353,8 @@ class MetricPoint(models.Model):
     series = models.CharField(max_length=64)
     step = models.BigIntegerField()
     value = models.FloatField()
+    # When the point was recorded (charts by wall time); null for points stored before.
+    recorded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
