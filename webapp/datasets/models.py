@@ -1,4 +1,4 @@
-"""Data sets people upload to train on: ``.npz`` arrays or plain text."""
+"""Data sets people upload to train on: ``.npz`` arrays, image-folder zips or plain text."""
 
 from __future__ import annotations
 
@@ -17,13 +17,18 @@ class Dataset(models.Model):
     """An uploaded training set, checked (shapes, values, labels or text) before it was stored.
 
     ``.npz`` files hold ``x`` [N, ...] and integer ``y`` [N] (optionally ``x_test``/``y_test``)
-    for classification; ``.txt`` files are UTF-8 text for character-level language models.
-    ``summary`` is what the check learnt (samples, input shape, classes; or characters and
-    vocabulary).
+    for classification; ``.zip`` files hold class folders of PNG/JPEG images (optionally under
+    ``train/`` and ``test/``; see ``workers.safety.image_folder``); ``.txt`` files are UTF-8
+    text for character-level language models. ``summary`` is what the check learnt: for
+    classification ``samples``, ``test_samples`` (when known), ``input_shape`` and ``classes``
+    (a count), and for image folders also ``class_names`` and ``class_counts``
+    (``{"train": [...], "test": [...]}``, in class-id order); for text ``characters`` and
+    ``vocabulary``.
     """
 
     class Format(models.TextChoices):
         NPZ = "npz", "Arrays (.npz)"
+        IMAGES = "images", "Image folders (.zip)"
         TEXT = "text", "Text (.txt)"
 
     owner = models.ForeignKey(
@@ -51,7 +56,48 @@ class Dataset(models.Model):
 
     @property
     def task(self) -> str:
-        return "classification" if self.format == self.Format.NPZ else "char-lm"
+        return "char-lm" if self.format == self.Format.TEXT else "classification"
+
+    @property
+    def input_shape(self) -> list[int] | None:
+        """One example's shape ([channels, height, width] for images), None for text."""
+        return self.summary.get("input_shape")
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes a classifier trained on it must output, None for text."""
+        return self.summary.get("classes")
+
+    @property
+    def class_rows(self) -> list[dict[str, Any]]:
+        """Per class (image folders only): id, name, training and test images."""
+        names = self.summary.get("class_names") or []
+        counts = self.summary.get("class_counts") or {}
+        train, test = counts.get("train", []), counts.get("test", [])
+        return [
+            {"id": i, "name": name,
+             "train": train[i] if i < len(train) else 0,
+             "test": test[i] if i < len(test) else 0}
+            for i, name in enumerate(names)
+        ]  # fmt: skip
+
+
+SUFFIXES = {".npz": Dataset.Format.NPZ, ".zip": Dataset.Format.IMAGES, ".txt": Dataset.Format.TEXT}
+
+
+def refuse_unavailable_builtin(name: str | None) -> None:
+    """Refuse (a DRF ``ValidationError`` on ``dataset``) a built-in data set that the workers
+    would have to download where ``DATASET_DOWNLOADS`` is off; nothing for any other name."""
+    from rest_framework import serializers
+
+    from workers.catalog.datasets import DATASETS
+
+    entry = DATASETS.get(name or "")
+    if entry is not None and entry.download and not settings.DATASET_DOWNLOADS:
+        raise serializers.ValidationError(
+            {"dataset": f"{entry.name} would be downloaded, but downloads are off on this "
+             "deployment (DATASET_DOWNLOADS=off); upload it as an image-folder zip instead."}
+        )  # fmt: skip
 
 
 def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
@@ -66,8 +112,8 @@ def create_dataset(owner: Any, name: str, upload: Any) -> Dataset:
     from workers.errors import ModelError
     from workers.safety.datasets import inspect_dataset_file
 
-    facts = check_upload(upload, (".npz", ".txt"))
-    fmt = Dataset.Format.NPZ if upload.name.lower().endswith(".npz") else Dataset.Format.TEXT
+    facts = check_upload(upload, tuple(SUFFIXES))
+    fmt = SUFFIXES["." + upload.name.lower().rsplit(".", 1)[-1]]
     refuse_duplicate(
         owner.datasets, facts.sha256, "You already uploaded this file as '{name}' (data set {pk})."
     )

@@ -20,7 +20,24 @@ class BuiltinDataset:
     description: str
     loader: str  # "module:function" of the engine function that returns a TrainingData
     text: bool = False  # character-level (needs a transformer), else classification
+    # Shape facts the web tier can check a model against without loading anything: one
+    # example's input shape (no batch axis) and the number of classes; None for text sets.
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    # Fetched from the internet by the worker on first use (torchvision), then read from its
+    # cache; refused before queueing where the DATASET_DOWNLOADS setting is off.
+    download: bool = False
 
+
+# torchvision data sets offered by name: catalog name, what it is, input shape, classes. Their
+# loaders (workers/data/torchvision_sets.py) download them into the worker's cache folder.
+TORCHVISION_SETS: list[tuple[str, str, tuple[int, ...], int]] = [
+    ("mnist", "MNIST: 60k/10k 28×28 grey digits, 10 classes", (1, 28, 28), 10),
+    ("kmnist", "Kuzushiji-MNIST: 60k/10k 28×28 grey characters, 10 classes", (1, 28, 28), 10),
+    ("cifar10", "CIFAR-10: 50k/10k 32×32 colour images, 10 classes", (3, 32, 32), 10),
+    ("cifar100", "CIFAR-100: 50k/10k 32×32 colour images, 100 classes", (3, 32, 32), 100),
+    ("svhn", "SVHN: 73k/26k 32×32 colour house numbers, 10 classes", (3, 32, 32), 10),
+]
 
 DATASETS: dict[str, BuiltinDataset] = {
     entry.name: entry
@@ -29,11 +46,15 @@ DATASETS: dict[str, BuiltinDataset] = {
             "fashion_mnist",
             "Fashion-MNIST: 55k/10k 28×28 grey images, 10 classes",
             "workers.data.datasets:fashion_mnist",
+            input_shape=(1, 28, 28),
+            num_classes=10,
         ),
         BuiltinDataset(
             "mnist1d",
             "MNIST-1D: procedurally generated 40-step sequences, 10 classes",
             "workers.data.datasets:mnist1d",
+            input_shape=(40,),
+            num_classes=10,
         ),
         BuiltinDataset(
             "shakespeare",
@@ -47,6 +68,14 @@ DATASETS: dict[str, BuiltinDataset] = {
             "workers.data.text:pydoc_corpus",
             text=True,
         ),
+        *[
+            BuiltinDataset(
+                name, f"{label} (torchvision, downloaded on first use)",
+                f"workers.data.torchvision_sets:{name}",
+                input_shape=shape, num_classes=classes, download=True,
+            )  # fmt: skip
+            for name, label, shape, classes in TORCHVISION_SETS
+        ],
     ]
 }
 

@@ -343,7 +343,7 @@ def read_npz(
 def inspect_dataset_file(
     path: str | Path, fmt: str, *, max_inflated: int = MAX_INFLATED
 ) -> dict[str, Any]:
-    """Check an uploaded data set file and summarise it (``fmt`` is ``"npz"`` or ``"text"``).
+    """Check an uploaded data set file and summarise it (``fmt``: ``npz``, ``images``, ``text``).
 
     ``max_inflated`` caps what the compressed members of an ``.npz`` may inflate to. An
     ``.npz`` gets the checks of ``read_npz`` and ``validate_dataset`` without its arrays ever
@@ -353,6 +353,10 @@ def inspect_dataset_file(
         text = read_text(path)
         validate_text(text)
         return {"characters": len(text), "vocabulary": len(set(text))}
+    if fmt == "images":
+        from workers.safety.image_folder import plan_image_folder
+
+        return plan_image_folder(path, max_inflated=max_inflated).summary()
     arrays = scan_npz(path, max_inflated=max_inflated)
     x, y = arrays["x"], arrays["y"]
     classes = _check_stats(x, y, num_classes=None, min_samples=MIN_SAMPLES, split="training")

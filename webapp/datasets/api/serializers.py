@@ -18,7 +18,8 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 
 class DatasetCreateSerializer(serializers.Serializer):
-    """Upload a ``.npz`` (arrays ``x``, ``y``) or a UTF-8 ``.txt`` file."""
+    """Upload a ``.zip`` of class folders of PNG/JPEG images (``<class>/<image>.png``, optionally
+    under ``train/`` and ``test/``), a ``.npz`` (arrays ``x``, ``y``) or a UTF-8 ``.txt`` file."""
 
     file = serializers.FileField(allow_empty_file=True)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)

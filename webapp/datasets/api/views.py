@@ -52,7 +52,8 @@ class NamedSerializer(serializers.Serializer):
 
 
 class BuiltinDatasetsView(APIView):
-    """The data sets every worker has, and the accelerators a train job can use."""
+    """The data sets a worker can load by name (those marked "downloaded on first use" need
+    internet on the worker), and the accelerators a train job can use."""
 
     @extend_schema(
         responses={
