@@ -19,7 +19,19 @@ from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from webapp.core.labels import Labelled
 from webapp.jobs.kinds import KINDS, get_kind
+
+# How much of a failed job's error a list loads (the row's hover text); the page shows it all.
+ERROR_HEAD = 1000
+
+
+def with_error_head(queryset: models.QuerySet) -> models.QuerySet:
+    """``queryset`` of jobs annotated with the start of their error (``error_head``), so a
+    list can show failure reasons while deferring the full column."""
+    from django.db.models.functions import Substr
+
+    return queryset.annotate(error_head=Substr("error", 1, ERROR_HEAD))
 
 
 class QueueUnavailable(Exception):
@@ -34,7 +46,7 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status__in=Job.TERMINAL_STATUSES)
 
 
-class Job(models.Model):
+class Job(Labelled, models.Model):
     """One unit of work on a worker: inspect, train or predict (see ``webapp.jobs.kinds``).
 
     Status machine: ``queued → running → succeeded | failed | cancelled``; a queued job can
@@ -124,6 +136,43 @@ class Job(models.Model):
         return self.status in self.TERMINAL_STATUSES
 
     @property
+    def failure_reason(self) -> str:
+        """The first line of ``error`` (a dashboard row shows it; the page, all of it).
+
+        Reads ``error_head`` when a list annotated it (``with_error_head``) instead of loading
+        whole tracebacks.
+        """
+        text = self.__dict__.get("error_head")
+        if text is None:
+            text = self.error
+        return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+    @property
+    def error_preview(self) -> str:
+        """The start of ``error`` for a hover text, marked when it was cut."""
+        text = self.__dict__.get("error_head")
+        if text is None:
+            text = self.error[:ERROR_HEAD]
+        return text + "…" if len(text) >= ERROR_HEAD else text
+
+    def delete_refusal(self) -> str:
+        """Why this job cannot be deleted now, or ``""`` when it can."""
+        if self.is_active:
+            return (
+                f"Job #{self.pk} is still {self.status}; cancel it first, then delete it "
+                "once it has stopped."
+            )
+        return ""
+
+    def remove(self) -> None:
+        """Delete an ended job with its metrics and artifacts (their files go on commit,
+        ``webapp.core.cleanup``); ``ValueError`` with the reason for an active one."""
+        refusal = self.delete_refusal()
+        if refusal:
+            raise ValueError(refusal)
+        self.delete()
+
+    @property
     def can_retry(self) -> bool:
         return self.status in {self.Status.FAILED, self.Status.CANCELLED}
 
@@ -154,8 +203,14 @@ class Job(models.Model):
         checkpoint: Any = None,
         parameters: dict | None = None,
         retry_of: Job | None = None,
+        name: str = "",
+        tags: str = "",
+        notes: str = "",
     ) -> Job:
-        """Create a queued job and send its id to Celery once the transaction commits."""
+        """Create a queued job and send its id to Celery once the transaction commits.
+
+        ``tags`` is the stored form (``webapp.core.labels.normalise_tags``).
+        """
         with transaction.atomic():
             job = cls.objects.create(
                 owner=owner,
@@ -164,6 +219,9 @@ class Job(models.Model):
                 checkpoint=checkpoint,
                 parameters=parameters or {},
                 retry_of=retry_of,
+                name=name,
+                tags=tags,
+                notes=notes,
                 message="Waiting for a worker",
             )
             transaction.on_commit(job.enqueue)
@@ -205,6 +263,10 @@ class Job(models.Model):
             checkpoint=self.checkpoint,
             parameters=self.parameters,
             retry_of=self,
+            # A retry is the same run once more: it keeps what the person called it.
+            name=self.name,
+            tags=self.tags,
+            notes=self.notes,
         )
 
     # --- the status machine ------------------------------------------------------------------
@@ -310,6 +372,69 @@ class Job(models.Model):
         if max_points:
             series = {name: downsample(points, max_points) for name, points in series.items()}
         return series
+
+    METRIC_COLUMNS = ("series", "step", "value", "recorded_at")
+
+    def metric_rows(self) -> list[dict[str, Any]]:
+        """Every metric point, ``{series, step, value, recorded_at}``, by series then step;
+        ``recorded_at`` is ISO 8601 (None for points stored before times were kept)."""
+        return [
+            {"series": name, "step": step, "value": value,
+             "recorded_at": recorded.isoformat() if recorded else None}
+            for name, step, value, recorded in self.metrics.order_by("series", "step")
+            .values_list(*self.METRIC_COLUMNS)
+        ]  # fmt: skip
+
+    def metrics_csv(self) -> str:
+        """Every metric point as CSV text with the columns of :meth:`metric_rows`."""
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.metric_rows())
+        return out.getvalue()
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue the job's kind runs on ("cpu" or "gpu")."""
+        return get_kind(self.kind).queue
+
+    def queue_position(self) -> int | None:
+        """1 when nothing is ahead of this queued job: one more than the jobs of the same
+        queue (any owner's: they share the workers) created before it and still queued or
+        running. None once the job is no longer queued."""
+        if self.status != self.Status.QUEUED:
+            return None
+        kinds = [kind.name for kind in KINDS.values() if kind.queue == self.queue]
+        earlier = models.Q(created_at__lt=self.created_at) | models.Q(
+            created_at=self.created_at, pk__lt=self.pk
+        )
+        ahead = Job.objects.active().filter(earlier, kind__in=kinds).count()
+        return ahead + 1
+
+    def speed(self) -> dict[str, float | None]:
+        """While running: ``steps_per_s`` from the times the latest loss points were recorded,
+        and ``eta_s`` (seconds left) from the progress made since the job started."""
+        result: dict[str, float | None] = {"steps_per_s": None, "eta_s": None}
+        if self.status != self.Status.RUNNING or not self.started_at:
+            return result
+        latest = (
+            self.metrics.filter(series__endswith="train_loss", recorded_at__isnull=False)
+            .order_by("-recorded_at", "-step")
+            .values_list("series", "step", "recorded_at")[:400]
+        )
+        points = [p for p in latest if p[0] == latest[0][0]] if latest else []
+        if len(points) > 1:
+            seconds = (points[0][2] - points[-1][2]).total_seconds()
+            steps = points[0][1] - points[-1][1]
+            if seconds > 0 and steps > 0:
+                result["steps_per_s"] = steps / seconds
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        if 0.01 <= self.progress < 1:
+            result["eta_s"] = elapsed * (1 - self.progress) / self.progress
+        return result
 
     def save_artifact(
         self, kind: str, name: str, content: IO[bytes] | bytes, content_type: str

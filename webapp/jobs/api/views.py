@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -11,20 +12,33 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.core.api import OwnedViewSet
 from webapp.core.files import stored_file_response
+from webapp.core.labels import with_tag
 from webapp.core.schema import conflict, error
-from webapp.jobs.api.serializers import ArtifactSerializer, JobCreateSerializer, JobSerializer
+from webapp.jobs import charts
+from webapp.jobs.api.export import (
+    EXPORT_RENDERERS,
+    ComparisonSerializer,
+    MetricPointsSerializer,
+)
+from webapp.jobs.api.serializers import (
+    ArtifactSerializer,
+    JobCreateSerializer,
+    JobLabelsSerializer,
+    JobSerializer,
+)
 from webapp.jobs.kinds import KINDS
 from webapp.jobs.kinds.predict import ghn_descriptions
 from webapp.jobs.models import Job, downsample
 
 MAX_METRIC_POINTS = 5000
+MAX_COMPARED_JOBS = 12
 
 
 class MetricsSerializer(serializers.Serializer):
@@ -33,9 +47,12 @@ class MetricsSerializer(serializers.Serializer):
     job = serializers.IntegerField()
     series = serializers.DictField(
         child=serializers.ListField(
-            child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2)
+            child=serializers.ListField(
+                child=serializers.FloatField(allow_null=True), min_length=2, max_length=2
+            )
         ),
-        help_text="Each series as [[step, value], ...], thinned to max_points.",
+        help_text="Each series as [[step, value], ...], thinned to max_points; a NaN or "
+        "infinite value is null.",
     )
     points = serializers.DictField(
         child=serializers.IntegerField(), help_text="Each series' length before thinning."
@@ -51,12 +68,14 @@ class MetricsSerializer(serializers.Serializer):
             ),
             OpenApiParameter("kind", enum=list(KINDS), description="Only this kind"),
             OpenApiParameter("architecture", int, description="Only jobs on this architecture"),
+            OpenApiParameter("tag", str, description="Only jobs with this tag"),
         ],
         responses={200: JobSerializer(many=True), 400: error("A filter value is not valid.")},
     )
 )
 class JobViewSet(OwnedViewSet):
-    """Your jobs. Create one, poll it, cancel or retry it, read its metrics and artifacts."""
+    """Your jobs. Create one (with a name, tags and notes), poll it, cancel or retry it, read
+    its metrics and artifacts; PATCH its name, tags or notes; delete it once it has ended."""
 
     queryset = Job.objects.all()
     serializer_class = JobSerializer
@@ -74,7 +93,32 @@ class JobViewSet(OwnedViewSet):
                     except ValueError:
                         raise ParseError("architecture must be an architecture id.") from None
                 queryset = queryset.filter(**{field: value})
+        tag = self.request.query_params.get("tag")
+        if tag:
+            queryset = with_tag(queryset, tag)
         return queryset
+
+    @extend_schema(
+        request=JobLabelsSerializer,
+        responses={200: JobSerializer, 400: error("A tag is not valid.")},
+    )
+    def partial_update(self, request: Request, *args: object, **kwargs: object) -> Response:
+        """Change the job's name, tags or notes (nothing else of a job changes)."""
+        job = self.get_object()
+        form = JobLabelsSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        job.set_labels(**form.validated_data)
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+    @extend_schema(responses={204: None, 409: conflict("The job is still queued or running.")})
+    def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
+        """Delete an ended job with its metrics and artifacts (cancel an active one first)."""
+        job = self.get_object()
+        try:
+            job.remove()
+        except ValueError as refusal:
+            return Response({"detail": str(refusal)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         request=JobCreateSerializer,
@@ -125,12 +169,25 @@ class JobViewSet(OwnedViewSet):
                 f"(default and maximum {MAX_METRIC_POINTS})",
             ),
         ],
-        responses={200: MetricsSerializer, 400: error("max_points is not an integer.")},
+        responses={
+            (200, "application/json"): MetricsSerializer,
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="With ?format=csv: every point, columns series, step, value, "
+                "recorded_at"
+            ),
+            400: error("max_points is not an integer."),
+        },
     )
-    @action(detail=True, methods=["get"])
-    def metrics(self, request: Request, pk: str | None = None) -> Response:
-        """Metric series as ``{name: [[step, value], ...]}``; thinned only when asked or huge."""
+    @action(detail=True, methods=["get"], renderer_classes=EXPORT_RENDERERS)
+    def metrics(
+        self, request: Request, pk: str | None = None, format: str | None = None
+    ) -> Response:
+        """Metric series as ``{name: [[step, value], ...]}``; thinned only when asked or huge.
+        ``?format=csv`` (or ``metrics.csv``) answers every point as CSV rows instead."""
         job = self.get_object()
+        if request.accepted_renderer.format == "csv":
+            return Response({"job": job.pk, "points": job.metric_rows()})
         try:
             max_points = int(request.query_params.get("max_points", MAX_METRIC_POINTS))
         except ValueError:
@@ -144,11 +201,63 @@ class JobViewSet(OwnedViewSet):
         return Response(
             {
                 "job": job.pk,
-                "series": series,
+                "series": charts.json_safe(series),  # a diverged NaN is null, as JSON allows
                 "points": {name: len(points) for name, points in full.items()},
                 "downsampled": any(len(series[n]) < len(full[n]) for n in full),
             }
         )
+
+    @extend_schema(
+        responses={
+            (200, "application/json"): MetricPointsSerializer,
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="The same rows as CSV: series, step, value, recorded_at"
+            ),
+        }
+    )
+    @action(detail=True, methods=["get"], renderer_classes=EXPORT_RENDERERS)
+    def points(
+        self, request: Request, pk: str | None = None, format: str | None = None
+    ) -> Response:
+        """Every metric point as rows ``{series, step, value, recorded_at}`` (never thinned);
+        ``?format=csv`` for CSV."""
+        job = self.get_object()
+        return Response({"job": job.pk, "points": charts.json_safe(job.metric_rows())})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "ids", str, many=True, required=True,
+                description="Job ids, comma-separated or repeated (?ids=3,5 or ?ids=3&ids=5)",
+            ),
+            OpenApiParameter("targets", str, description="Test-metric targets, e.g. 0.7,0.8"),
+            OpenApiParameter("loss", float, description="A train-loss target (smoothed)"),
+        ],
+        responses={
+            (200, "application/json"): ComparisonSerializer,
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="The results rows as CSV"
+            ),
+            404: error("None of the ids is one of your jobs."),
+        },
+    )  # fmt: skip
+    @action(detail=False, methods=["get"], renderer_classes=EXPORT_RENDERERS,
+            pagination_class=None)  # fmt: skip
+    def compare(self, request: Request, format: str | None = None) -> Response:
+        """Compare your jobs: parameters, final metrics, steps to targets and speed-ups over
+        the first one. Other people's jobs are left out (listed in ``not_found``)."""
+        ids, _ = charts.parse_ids(request.query_params.getlist("ids"))
+        jobs, missing = charts.owned_jobs(request.user, ids[:MAX_COMPARED_JOBS])
+        if not jobs:
+            raise NotFound("None of these ids is one of your jobs.")
+        data = charts.comparison(
+            jobs,
+            targets=charts.parse_targets(request.query_params.get("targets")),
+            loss_target=charts.parse_number(request.query_params.get("loss")),
+        )
+        rows = charts.comparison_rows(data)
+        return Response(charts.compare_json(data, rows, missing + ids[MAX_COMPARED_JOBS:]))
 
     @extend_schema(responses={200: ArtifactSerializer(many=True)})
     @action(detail=True, methods=["get"], pagination_class=None)
