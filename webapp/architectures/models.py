@@ -8,8 +8,10 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from webapp.core.labels import Labelled
 
-class Architecture(models.Model):
+
+class Architecture(Labelled, models.Model):
     """A network definition: a zoo entry with arguments, a ``torch.export`` archive or source.
 
     The web tier never builds the network; ``num_params``, ``input_shape`` and ``summary`` are
@@ -56,6 +58,26 @@ class Architecture(models.Model):
         return reverse("architecture-detail", args=[self.pk])
 
     @property
+    def short_sha(self) -> str:
+        """The first 8 hex digits of ``sha256``: enough to tell two alike-named models apart."""
+        return self.sha256[:8]
+
+    def delete_refusal(self) -> str:
+        """Why this model cannot be deleted now, or ``""`` when it can."""
+        if self.jobs.active().exists():
+            return "This model has jobs still running; cancel them first."
+        return ""
+
+    def remove(self) -> None:
+        """Delete the model with its jobs, their metrics and artifacts; the stored files go
+        once the delete commits (``webapp.core.cleanup``). ``ValueError`` with the reason while
+        one of its jobs is active."""
+        refusal = self.delete_refusal()
+        if refusal:
+            raise ValueError(refusal)
+        self.delete()
+
+    @property
     def source_label(self) -> str:
         if self.source == self.Source.ZOO:
             args = ", ".join(f"{k}={v}" for k, v in sorted(self.zoo_args.items()))
@@ -71,13 +93,35 @@ class Architecture(models.Model):
             "path": self.file.name if self.file else None,
         }
 
-    def record_inspection(self, *, num_params: int, input_shape: list[int], layers: dict) -> None:
-        """Store what an inspect job found (called from the worker)."""
+    def record_inspection(
+        self,
+        *,
+        num_params: int,
+        input_shape: list[int],
+        layers: dict,
+        output_shape: list[int] | None = None,
+        input_dtype: str = "float32",
+        nino: dict | None = None,
+        ghn: dict | None = None,
+    ) -> None:
+        """Store what an inspect job found (called from the worker).
+
+        Besides the layer counts, ``summary`` keeps what the checks before queueing read
+        (``webapp.jobs.checks``): ``output_shape`` (one example's, no batch axis),
+        ``input_dtype``, ``nino`` (``supported``, ``reason``, and ``nowcast``/``total``/``left``
+        when the parameter graph counted its coverage) and ``ghn`` (``supported``, ``reason``).
+        """
         from django.utils import timezone
 
         self.num_params = num_params
         self.input_shape = input_shape
-        self.summary = {"layers": layers}
+        self.summary = {
+            "layers": layers,
+            "output_shape": output_shape,
+            "input_dtype": input_dtype,
+            "nino": nino or {},
+            "ghn": ghn or {},
+        }
         self.inspected_at = timezone.now()
         self.save(update_fields=["num_params", "input_shape", "summary", "inspected_at"])
 
@@ -145,12 +189,18 @@ def create_from_zoo(owner: Any, name: str, zoo_name: str, args: dict | None) -> 
     )
 
 
-def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Architecture:
-    """Store an uploaded ``.pt2`` archive or ``.py`` source after checking it.
+def create_from_upload(
+    owner: Any, name: str, source: str, upload: Any, *, weights: Any = None
+) -> Architecture:
+    """Store an uploaded ``.pt2`` archive, ``.py`` source or Hugging Face ``config.json`` after
+    checking it.
 
     Nothing in the file is executed here: ``.pt2`` archives are checked as zips whose pickles
     hold only tensors; Python is only syntax-checked, and only accepted when the operator
-    allowed Python models. Raises ``UploadError``; on any error nothing is stored.
+    allowed Python models; a config is checked as JSON against the causal-LM families and
+    ``MAX_MODEL_PARAMS`` (``workers.safety.hf_config``). ``weights`` (configs only), a
+    ``.safetensors`` file, becomes a checkpoint attached to the new architecture. Raises
+    ``UploadError``; on any error nothing is stored.
     """
     from django.conf import settings
 
@@ -183,14 +233,102 @@ def create_from_upload(owner: Any, name: str, source: str, upload: Any) -> Archi
         except (UnicodeDecodeError, SyntaxError, ValueError) as error:
             raise UploadError(f"The Python source does not compile: {error}") from None
         upload.seek(0)
+    elif source == Architecture.Source.HF_CONFIG:
+        facts = check_upload(upload, (".json",))
+        _refuse_duplicate(owner, facts.sha256)
+        config = _checked_hf_config(upload, facts.size)
     else:
-        raise UploadError(f"Unknown model source {source!r}; use 'zoo', 'export' or 'python'.")
+        raise UploadError(
+            f"Unknown model source {source!r}; use 'zoo', 'export', 'python' or 'hf_config'."
+        )
+    if weights is not None:
+        if source != Architecture.Source.HF_CONFIG:
+            raise UploadError("Weights can be attached to a Hugging Face config only.")
+        _check_hf_weights(owner, weights, config)
     architecture = Architecture(
         owner=owner,
-        name=fit_name(name or upload.name),
+        # Left blank, the name is the file name and the start of its hash, so that two
+        # uploads both called model.pt2 can be told apart in every list.
+        name=fit_name(name.strip() or f"{upload.name} · {facts.sha256[:8]}"),
         source=source,
         sha256=facts.sha256,
         file_bytes=facts.size,
     )
+    if source == Architecture.Source.HF_CONFIG:
+        # The count is exact without building (the worker's memory check reads it).
+        architecture.num_params = config.num_params
+        # The training window: what the train task reads for character-level data.
+        architecture.zoo_args = {
+            "model_type": config.model_type, "context": min(128, config.max_positions)
+        }
     save_with_upload(architecture, upload, f"architectures/{owner.pk}")
+    if weights is not None:
+        _attach_hf_weights(architecture, weights)
     return architecture
+
+
+def _checked_hf_config(upload: Any, size: int) -> Any:
+    """The facts of an uploaded ``config.json`` (``HFConfigFacts``), or ``UploadError``."""
+    from django.conf import settings
+
+    from webapp.core.files import UploadError
+    from workers.errors import ModelError
+    from workers.safety.hf_config import MAX_CONFIG_BYTES, check_hf_config
+
+    if size > MAX_CONFIG_BYTES:
+        raise UploadError(
+            f"'{upload.name}' is {size:,} bytes; a Hugging Face config.json is a few kB "
+            f"(limit {MAX_CONFIG_BYTES:,})."
+        )
+    upload.seek(0)
+    try:
+        facts = check_hf_config(upload.read(), max_params=settings.MAX_MODEL_PARAMS)
+    except ModelError as error:
+        raise UploadError(str(error)) from None
+    upload.seek(0)
+    return facts
+
+
+def _check_hf_weights(owner: Any, weights: Any, config: Any) -> None:
+    """Refuse weights for a config before anything of the upload is stored: a ``.safetensors``
+    file, not a duplicate, a sound header, and at least as many values as the model has
+    parameters (a tied head may be absent, extra buffers present; names and shapes are checked
+    against the built model on the worker)."""
+    from django.conf import settings
+
+    from webapp.core.files import UploadError, check_upload, refuse_duplicate
+    from workers.errors import ModelError
+    from workers.safety.checkpoints import scan_checkpoint
+
+    facts = check_upload(weights, (".safetensors",))
+    refuse_duplicate(
+        owner.checkpoints, facts.sha256,
+        "You already uploaded these weights as '{name}' (checkpoint {pk}).",
+    )  # fmt: skip
+    try:
+        scanned = scan_checkpoint(
+            weights, weights.name, facts.size, max_inflated=settings.UPLOAD_MAX_INFLATED
+        )
+    except ModelError as error:
+        raise UploadError(str(error)) from None
+    weights.seek(0)
+    if (scanned.num_elements or 0) < config.num_params:
+        raise UploadError(
+            f"The weights hold {scanned.num_elements or 0:,} values but this config has "
+            f"{config.num_params:,} parameters: they are not this model's weights."
+        )
+
+
+def _attach_hf_weights(architecture: Architecture, weights: Any) -> None:
+    """Store checked ``weights`` as a checkpoint of the new ``architecture``; should that still
+    fail, the architecture goes too (its file follows on commit)."""
+    from webapp.checkpoints.models import create_checkpoint
+    from webapp.core.files import UploadError
+
+    try:
+        create_checkpoint(
+            architecture.owner, f"{architecture.name} weights", weights, architecture=architecture
+        )
+    except UploadError:
+        architecture.delete()
+        raise

@@ -43,6 +43,39 @@ def inspect(job: Any, progress: ProgressFn) -> tuple[str, dict]:
         "tensors", "tensors.json", json.dumps(result.tensors).encode(), "application/json"
     )
     architecture.record_inspection(
-        num_params=result.num_params, input_shape=result.input_shape, layers=result.layers
+        num_params=result.num_params,
+        input_shape=result.input_shape,
+        layers=result.layers,
+        output_shape=result.output_shape,
+        input_dtype=result.input_dtype,
+        nino=nino_readiness(result.param_graph),
+        ghn=ghn_readiness(result.arch_graph),
     )
     return result.message(), result.summary()
+
+
+def nino_readiness(param_graph: dict[str, Any]) -> dict[str, Any]:
+    """What the web tier needs from the parameter-graph summary to judge a NiNo train job:
+    ``supported``, ``reason``, and ``nowcast``/``total`` parameter counts with the tensors
+    ``left`` out (from the summary's ``coverage`` when it has one; else all or nothing)."""
+    readiness: dict[str, Any] = {
+        "supported": bool(param_graph.get("supported")),
+        "reason": str(param_graph.get("reason", "")),
+    }
+    coverage = param_graph.get("coverage")
+    if isinstance(coverage, dict) and isinstance(coverage.get("total"), int):
+        readiness["nowcast"] = int(coverage.get("nowcast") or 0)
+        readiness["total"] = coverage["total"]
+        readiness["left"] = [
+            {"name": str(row.get("name", "")), "reason": str(row.get("reason", ""))}
+            for row in (coverage.get("left") or [])[:20]
+            if isinstance(row, dict)
+        ]
+    return readiness
+
+
+def ghn_readiness(arch_graph: dict[str, Any]) -> dict[str, Any]:
+    """Whether a GHN can read the model (its architecture graph was built), and why not."""
+    if "error" in arch_graph or "nodes" not in arch_graph:
+        return {"supported": False, "reason": str(arch_graph.get("error", "no graph"))}
+    return {"supported": True, "reason": ""}

@@ -7,6 +7,7 @@ from rest_framework import serializers
 from webapp.architectures.models import Architecture
 from webapp.checkpoints.models import Checkpoint
 from webapp.core.api import JSONObjectField
+from webapp.core.labels import NAME_LENGTH, NOTES_LENGTH, TagsField
 from webapp.jobs.kinds import KINDS, clean_parameters
 from webapp.jobs.models import Artifact, Job
 
@@ -33,15 +34,24 @@ class JobSerializer(serializers.ModelSerializer):
 
     url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
     artifacts = ArtifactSerializer(many=True, read_only=True)
+    tags = TagsField(read_only=True)
 
     class Meta:
         model = Job
         fields = [
-            "id", "url", "kind", "status", "progress", "message", "error", "parameters",
-            "result", "architecture", "checkpoint", "retry_of", "cancel_requested", "worker",
-            "created_at", "started_at", "finished_at", "artifacts",
+            "id", "url", "name", "tags", "notes", "kind", "status", "progress", "message",
+            "error", "parameters", "result", "architecture", "checkpoint", "retry_of",
+            "cancel_requested", "worker", "created_at", "started_at", "finished_at", "artifacts",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class JobLabelsSerializer(serializers.Serializer):
+    """Change a job's name, tags or notes (PATCH); fields left out stay as they are."""
+
+    name = serializers.CharField(max_length=NAME_LENGTH, required=False, allow_blank=True)
+    tags = TagsField()
+    notes = serializers.CharField(max_length=NOTES_LENGTH, required=False, allow_blank=True)
 
 
 class JobCreateSerializer(serializers.Serializer):
@@ -58,6 +68,12 @@ class JobCreateSerializer(serializers.Serializer):
         required=False,
         help_text="The kind's parameters (see the kind); leaving them out or null means {}.",
     )
+    name = serializers.CharField(
+        max_length=NAME_LENGTH, required=False, allow_blank=True,
+        help_text="What you call this run (shown on the dashboard and searched).",
+    )  # fmt: skip
+    tags = TagsField()
+    notes = serializers.CharField(max_length=NOTES_LENGTH, required=False, allow_blank=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -86,9 +102,12 @@ class JobCreateSerializer(serializers.Serializer):
             )
         request = self.context.get("request")
         try:
+            # With the architecture, the kind's checks run too (webapp.jobs.checks): a job
+            # that would fail on the worker is refused here with the sentence.
             attrs["parameters"] = clean_parameters(
-                kind.name, attrs.get("parameters"), request.user if request else None
-            )
+                kind.name, attrs.get("parameters"), request.user if request else None,
+                attrs.get("architecture"),
+            )  # fmt: skip
         except serializers.ValidationError as error:
             raise serializers.ValidationError({"parameters": error.detail}) from None
         return attrs

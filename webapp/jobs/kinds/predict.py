@@ -12,10 +12,11 @@ from typing import Any
 from django import forms
 from rest_framework import serializers
 
+from webapp.jobs.checks import check_predict, fitting_builtin, model_facts, short_label
 from webapp.jobs.kinds import JobKind
-from webapp.jobs.kinds.train import TrainParameters
+from webapp.jobs.kinds.train import CheckedForm, DescribedSelect, TrainParameters
 from workers.catalog import DATASETS
-from workers.catalog.hypernetworks import describe, hypernetwork_files
+from workers.catalog.hypernetworks import describe, get_domain, hypernetwork_files
 
 
 def ghn_files() -> dict[str, Path]:
@@ -62,22 +63,46 @@ class PredictParameters(serializers.Serializer):
         return dict(train.validated_data)
 
 
-class PredictForm(forms.Form):
-    """The predict form on the architecture page."""
+class PredictForm(CheckedForm):
+    """The predict form on the architecture page. With the ``architecture`` it measures
+    accuracy by default on a built-in data set the model reads (none when none fits)."""
 
-    ghn = forms.ChoiceField(label="Hypernetwork")
+    kind_name = "predict"
+
+    ghn = forms.ChoiceField(
+        label="Hypernetwork",
+        widget=DescribedSelect(),
+        help_text="Which meta-trained GHN predicts; its domain and measured accuracy are below.",
+    )
     evaluate_on = forms.ChoiceField(
         required=False,
         label="Measure accuracy on",
-        choices=[("", "— no evaluation —"), *((d.name, d.description) for d in DATASETS.values())],
-    )
+        choices=[("", "— no evaluation —"),
+                 *((d.name, short_label(d.description)) for d in DATASETS.values() if not d.text)],
+        widget=DescribedSelect(
+            descriptions={d.name: d.description for d in DATASETS.values() if not d.text}
+        ),
+        help_text="Test accuracy with the predicted parameters and with random init, side by "
+        "side (BatchNorm statistics measured on 512 training images for both).",
+    )  # fmt: skip
     then_train = forms.BooleanField(
-        required=False, label="Then train from the prediction with NiNo (on that data set)"
-    )
+        required=False, label="Then train from the prediction with NiNo (on that data set)",
+        help_text="Queues a train job from the predicted checkpoint once the prediction is done.",
+    )  # fmt: skip
 
-    def __init__(self, *args: Any, owner: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, owner: Any = None, architecture: Any = None, like: Any = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
-        self.fields["ghn"].choices = [(name, name) for name in ghn_files()]
+        files = ghn_files()
+        self.fields["ghn"].choices = [(name, name) for name in files]
+        self.fields["ghn"].initial = next(iter(files), None)  # "ours" first
+        self.fields["ghn"].widget.descriptions = ghn_descriptions()
+        self.architecture, self.owner = architecture, owner
+        if architecture is not None and like is None:
+            fitting = fitting_builtin(model_facts(architecture), images_only=True)
+            self.fields["evaluate_on"].initial = fitting or ""
 
     def parameters(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -85,6 +110,10 @@ class PredictForm(forms.Form):
         if then_train:
             data["then_train"] = {"dataset": data.get("evaluate_on") or "fashion_mnist"}
         return data
+
+    def domains(self) -> list[tuple[str, Any]]:
+        """``(name, Domain or None)`` of each GHN offered, for the claims next to the button."""
+        return [(name, get_domain(name)) for name, _ in self.fields["ghn"].choices]
 
 
 def train_from_prediction(job: Any) -> None:
@@ -123,4 +152,5 @@ KIND = JobKind(
     parameters=PredictParameters,
     form=PredictForm,
     on_succeeded=train_from_prediction,
+    checks=check_predict,
 )

@@ -6,11 +6,25 @@ choices and defaults come from ``workers.catalog``, which the worker reads too.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from django import forms
+from django.utils.html import format_html
 from rest_framework import serializers
 
+from webapp.jobs.checks import (
+    Verdict,
+    builtin_facts,
+    check_accelerator,
+    check_data,
+    check_train,
+    fitting_builtin,
+    model_facts,
+    shape_label,
+    supports,
+    uploaded_facts,
+)
 from webapp.jobs.kinds import JobKind
 from workers.catalog import ACCELERATORS, DATASETS, DEVICES, OPTIMIZERS
 from workers.catalog.training import DEFAULTS
@@ -49,8 +63,9 @@ class TrainParameters(serializers.Serializer):
         self.owner = owner
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        from webapp.datasets.models import Dataset
+        from webapp.datasets.models import Dataset, refuse_unavailable_builtin
 
+        refuse_unavailable_builtin(attrs.get("dataset"))  # downloads off: refused before queueing
         if bool(attrs.get("dataset")) == bool(attrs.get("dataset_id")):
             raise serializers.ValidationError(
                 "Give either a built-in 'dataset' "
@@ -72,40 +87,184 @@ class TrainParameters(serializers.Serializer):
         return attrs
 
 
-class TrainForm(forms.Form):
-    """The train form on the architecture page; it feeds the same validation as the API."""
+class DescribedSelect(forms.Select):
+    """A select whose options carry their long description as ``title``: the option text
+    stays short (never cut), the page shows the chosen one's description under the field."""
 
-    dataset = forms.ChoiceField(label="Data set")
+    def __init__(self, *args: Any, descriptions: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.descriptions = descriptions or {}
+        self.attrs.setdefault("data-describe", "")
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        description = self.descriptions.get(str(value))
+        if description:
+            option["attrs"]["title"] = description
+        return option
+
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> str:
+        # The chosen option's description under the select (static/js/checks/form.js keeps
+        # it current as the choice changes).
+        html = super().render(name, value, attrs, renderer)
+        chosen = value[0] if isinstance(value, list | tuple) and value else value
+        return format_html(
+            '{}<small class="describe" data-describes="{}">{}</small>',
+            html, (attrs or {}).get("id", ""), self.descriptions.get(str(chosen), ""),
+        )  # fmt: skip
+
+
+class CheckedForm(forms.Form):
+    """A job form that knows its architecture, so the page can show the checks' verdict on
+    what it holds (``verdict``) and what the model supports (``supports``)."""
+
+    kind_name = ""
+    architecture: Any = None
+    owner: Any = None
+
+    @cached_property
+    def verdict(self) -> Verdict:
+        from webapp.jobs.kinds import get_kind
+
+        if self.architecture is None:
+            return Verdict()
+        data = self.data if self.is_bound else None
+        return get_kind(self.kind_name).preview(self.architecture, self.owner, data, like=self)
+
+    @cached_property
+    def supports(self) -> list[tuple[str, str, str]]:
+        return supports(model_facts(self.architecture)) if self.architecture is not None else []
+
+
+# Option texts that fit the select; the catalog's full label is shown under it.
+SHORT_ACCELERATOR_LABELS = {
+    "none": "None (plain optimizer)",
+    "nino": "NiNo, published",
+    "ours": "NiNo, our weights",
+    "wnn": "WNN+ baseline",
+}
+
+
+def accelerator_label(name: str, label: str) -> str:
+    """A short option text for the accelerator ``name``: the one above, else the catalog
+    label without its parenthesis ("NiNo, published checkpoint (…)" → "NiNo, published
+    checkpoint")."""
+    return SHORT_ACCELERATOR_LABELS.get(name) or label.split(" (", 1)[0].strip()
+
+
+def dataset_choices(owner: Any) -> tuple[list, dict[str, str]]:
+    """The data set select's grouped choices (short names) and their descriptions."""
+    from webapp.datasets.models import Dataset
+
+    descriptions: dict[str, str] = {}
+    builtin = []
+    for entry in DATASETS.values():
+        key = f"builtin:{entry.name}"
+        descriptions[key] = entry.description
+        facts = builtin_facts(entry.name)
+        suffix = " (download)" if facts.download else " (text)" if facts.text else ""
+        builtin.append((key, facts.label + suffix))
+    uploaded = []
+    for row in Dataset.objects.filter(owner=owner):
+        key = f"upload:{row.pk}"
+        summary = row.summary or {}
+        if row.format == "text":
+            detail = f"{summary.get('characters', '?')} characters of text"
+        else:
+            detail = (
+                f"{summary.get('samples', '?')} samples, "
+                f"{shape_label(summary.get('input_shape'))} inputs, "
+                f"{summary.get('classes', '?')} classes"
+            )
+        descriptions[key] = f"Your upload '{row.name}': {detail}"
+        uploaded.append((key, row.name))
+    choices: list = [("Built-in", builtin)]
+    if uploaded:
+        choices.append(("Your uploads", uploaded))
+    return choices, descriptions
+
+
+def fitting_dataset(architecture: Any, owner: Any) -> str | None:
+    """The data set choice a train form starts on: the first built-in one the model can
+    read (on disk before downloaded), else the first upload that fits; None: nothing fits."""
+    from webapp.datasets.models import Dataset
+
+    model = model_facts(architecture)
+    name = fitting_builtin(model)
+    if name:
+        return f"builtin:{name}"
+    for row in Dataset.objects.filter(owner=owner):
+        verdict = check_data(model, uploaded_facts(row))
+        if verdict.ok and not verdict.warnings:
+            return f"upload:{row.pk}"
+    return None
+
+
+class TrainForm(CheckedForm):
+    """The train form on the architecture page; it feeds the same validation (and the same
+    checks before queueing) as the API. With the ``architecture`` it starts on choices that
+    can run: a data set the model reads, the plain optimizer where NiNo cannot read it."""
+
+    kind_name = "train"
+
+    dataset = forms.ChoiceField(
+        label="Data set", help_text="What to train and evaluate on; its shape must fit the model."
+    )
     accelerator = forms.ChoiceField(
-        choices=[(a.name, a.label) for a in ACCELERATORS.values()], initial=DEFAULTS.accelerator
+        choices=[(a.name, accelerator_label(a.name, a.label)) for a in ACCELERATORS.values()],
+        initial=DEFAULTS.accelerator,
+        widget=DescribedSelect(descriptions={a.name: a.label for a in ACCELERATORS.values()}),
+        help_text="NiNo replaces every Nth step with a nowcast jump; None trains plainly.",
     )
     # On the page the comparison is on by default: a person wants to see both curves.
     compare = forms.BooleanField(
-        required=False, initial=True, label="Also train with the plain optimizer (same batches)"
+        required=False, initial=True, label="Also train with the plain optimizer (same batches)",
+        help_text="A second run on the same batches, for the speed-up in steps.",
+    )  # fmt: skip
+    optimizer = forms.ChoiceField(
+        choices=list(OPTIMIZERS.items()), initial=DEFAULTS.optimizer,
+        help_text="The base optimizer NiNo accelerates.",
+    )  # fmt: skip
+    lr = forms.FloatField(
+        initial=DEFAULTS.lr, label="Learning rate", help_text="Of the base optimizer."
     )
-    optimizer = forms.ChoiceField(choices=list(OPTIMIZERS.items()), initial=DEFAULTS.optimizer)
-    lr = forms.FloatField(initial=DEFAULTS.lr, label="Learning rate")
-    batch_size = forms.IntegerField(initial=DEFAULTS.batch_size)
-    steps = forms.IntegerField(initial=DEFAULTS.steps)
-    eval_every = forms.IntegerField(initial=DEFAULTS.eval_every, label="Evaluate every")
+    batch_size = forms.IntegerField(initial=DEFAULTS.batch_size, help_text="Examples per step.")
+    steps = forms.IntegerField(initial=DEFAULTS.steps, help_text="Optimizer steps per run.")
+    eval_every = forms.IntegerField(
+        initial=DEFAULTS.eval_every, label="Evaluate every",
+        help_text="Steps between test-set evaluations (points on the accuracy chart).",
+    )  # fmt: skip
     period = forms.IntegerField(
         initial=DEFAULTS.period, label="Nowcast every",
-        help_text="steps (a multiple of 5; published: 1000)",
+        help_text="Steps between NiNo jumps: a multiple of 5; published: 1000.",
     )  # fmt: skip
     targets = forms.CharField(
         required=False, initial="0.88, 0.885, 0.895",
-        help_text="Comma-separated accuracies (or perplexities) to report steps-to-target for",
+        help_text="Comma-separated accuracies (perplexities for text) to count steps to.",
     )  # fmt: skip
 
-    def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
-        from webapp.datasets.models import Dataset
-
+    def __init__(
+        self, *args: Any, owner: Any, architecture: Any = None, like: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        builtin = [(f"builtin:{d.name}", d.description) for d in DATASETS.values()]
-        uploaded = [(f"upload:{d.pk}", d.name) for d in Dataset.objects.filter(owner=owner)]
-        self.fields["dataset"].choices = [("Built-in", builtin)] + (
-            [("Your uploads", uploaded)] if uploaded else []
-        )
+        # ``like``: a form of the same person whose choices to reuse (no second query).
+        if isinstance(like, TrainForm):
+            choices, descriptions = like.fields["dataset"].choices, like.dataset_descriptions
+        else:
+            choices, descriptions = dataset_choices(owner)
+        self.dataset_descriptions = descriptions
+        self.fields["dataset"].widget = DescribedSelect(descriptions=descriptions)
+        self.fields["dataset"].choices = choices  # sets the widget's too
+        self.architecture, self.owner = architecture, owner
+        # What a browser submits untouched: the first choice, unless one fits the model.
+        self.fields["dataset"].initial = choices[0][1][0][0]
+        if architecture is not None and like is None:
+            fitting = fitting_dataset(architecture, owner)
+            if fitting:
+                self.fields["dataset"].initial = fitting
+            if not check_accelerator(model_facts(architecture), DEFAULTS.accelerator).ok:
+                self.fields["accelerator"].initial = "none"
+                self.fields["compare"].initial = False
 
     def parameters(self) -> dict[str, Any]:
         """The form as the ``parameters`` JSON the API takes."""
@@ -134,4 +293,5 @@ KIND = JobKind(
     description="Train on a data set, optionally accelerated by NiNo nowcasting.",
     parameters=TrainParameters,
     form=TrainForm,
+    checks=check_train,
 )
