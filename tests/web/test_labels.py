@@ -243,3 +243,27 @@ def test_models_called_alike_show_their_short_hash_on_the_dashboard(browser, own
     assert (first.pk, f"model.pt2 ({first.sha256[:8]})") in options
     row = browser.get(f"/jobs/{Job.objects.get().pk}/row/").content.decode()
     assert f">{first.sha256[:8]}</span>" in row
+
+
+def test_a_person_names_and_tags_a_run_on_the_train_form_and_finds_it_by_the_tag(browser, owner):
+    architecture = zoo_architecture(owner, "mlp", {"in_features": 40, "hidden": [16], "num_classes": 10})
+    form = {"dataset": "builtin:mnist1d", "accelerator": "none", "optimizer": "adamw",
+            "lr": "0.003", "batch_size": "64", "steps": "100", "eval_every": "20",
+            "period": "50", "targets": "", "run_name": "  lr sweep 3e-3 ",
+            "run_tags": "Sweep, baseline"}  # fmt: skip
+    response = browser.post(f"/architectures/{architecture.pk}/train/", form)
+    job = Job.objects.get(kind="train")
+    assert response.status_code == 302
+    assert job.name == "lr sweep 3e-3" and job.tags == ",baseline,sweep,"
+    assert "run_name" not in job.parameters and "run_tags" not in job.parameters
+    assert "lr sweep 3e-3" in browser.get("/?tag=sweep").content.decode()
+
+
+def test_a_bad_tag_on_the_train_form_is_refused_before_any_job_exists(browser, owner):
+    architecture = zoo_architecture(owner, "mlp", {"in_features": 40, "hidden": [16], "num_classes": 10})
+    form = {"dataset": "builtin:mnist1d", "accelerator": "none", "optimizer": "adamw",
+            "lr": "0.003", "batch_size": "64", "steps": "100", "eval_every": "20",
+            "period": "50", "targets": "", "run_tags": "n/a"}  # fmt: skip
+    response = browser.post(f"/architectures/{architecture.pk}/train/", form)
+    assert response.status_code == 303 and not Job.objects.filter(kind="train").exists()
+    assert "cannot hold" in browser.get(response.url).content.decode()

@@ -105,7 +105,7 @@ class PredictForm(CheckedForm):
             self.fields["evaluate_on"].initial = fitting or ""
 
     def parameters(self) -> dict[str, Any]:
-        data = dict(self.cleaned_data)
+        data = self.job_data()
         then_train = data.pop("then_train")
         if then_train:
             data["then_train"] = {"dataset": data.get("evaluate_on") or "fashion_mnist"}

@@ -13,6 +13,7 @@ from django import forms
 from django.utils.html import format_html
 from rest_framework import serializers
 
+from webapp.core.labels import NAME_LENGTH, TagError, normalise_tags
 from webapp.jobs.checks import (
     Verdict,
     builtin_facts,
@@ -121,6 +122,39 @@ class CheckedForm(forms.Form):
     kind_name = ""
     architecture: Any = None
     owner: Any = None
+
+    # What the run is called and tagged as (the job's labels, not its parameters).
+    run_name = forms.CharField(
+        label="Run name", required=False, max_length=NAME_LENGTH,
+        help_text="Optional: how this run is listed on the dashboard and in comparisons.",
+    )  # fmt: skip
+    run_tags = forms.CharField(
+        label="Tags", required=False,
+        help_text="Optional, separated by commas: e.g. baseline, lr-sweep.",
+    )  # fmt: skip
+    LABEL_FIELDS = ("run_name", "run_tags")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self.LABEL_FIELDS:  # shown after the kind's own fields
+            self.fields[name] = self.fields.pop(name)
+
+    def clean_run_tags(self) -> str:
+        try:
+            return normalise_tags(self.cleaned_data.get("run_tags", ""))
+        except TagError as error:
+            raise forms.ValidationError(str(error)) from error
+
+    def labels(self) -> dict[str, str]:
+        """``name`` and stored ``tags`` for ``Job.submit``."""
+        return {
+            "name": self.cleaned_data.get("run_name", "").strip(),
+            "tags": self.cleaned_data.get("run_tags", ""),
+        }
+
+    def job_data(self) -> dict[str, Any]:
+        """The cleaned data without the labels: what ``parameters()`` builds on."""
+        return {k: v for k, v in self.cleaned_data.items() if k not in self.LABEL_FIELDS}
 
     @cached_property
     def verdict(self) -> Verdict:
@@ -268,7 +302,7 @@ class TrainForm(CheckedForm):
 
     def parameters(self) -> dict[str, Any]:
         """The form as the ``parameters`` JSON the API takes."""
-        data = dict(self.cleaned_data)
+        data = self.job_data()
         source, _, value = data.pop("dataset").partition(":")
         if source == "upload":
             data["dataset_id"] = int(value)
