@@ -152,6 +152,14 @@ MAX_UPLOAD_SIZE = envbytes("MAX_UPLOAD_SIZE", 2 * 2**30)
 # What the compressed members of one uploaded .pt2/.npz archive may inflate to, in all; checked
 # against the declared sizes before anything is inflated (stored members cost nothing extra).
 UPLOAD_MAX_INFLATED = envbytes("UPLOAD_MAX_INFLATED", 512 * 2**20)
+# torchvision data sets by name (mnist, kmnist, cifar10, cifar100, svhn): a worker downloads
+# one on first use into DATASET_CACHE_DIR and reads it from there afterwards. On by default, as
+# a deployment with internet needs nothing more; a worker that cannot reach the internet fails
+# such a job in seconds, saying to upload the set as an image-folder zip instead. Where the
+# workers are known to be offline, set DATASET_DOWNLOADS=off: the API and the forms then refuse
+# those sets before a job is queued.
+DATASET_DOWNLOADS = envbool("DATASET_DOWNLOADS", True)
+DATASET_CACHE_DIR = Path(envstr("DATASET_CACHE_DIR", str(VAR_DIR / "datasets")))
 # Anything bigger than 2.5 MB goes to a temporary file, never into memory whole.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_TEMP_DIR = None

@@ -22,7 +22,12 @@ class ArchitectureForm(forms.Form):
     """The upload page: pick a zoo model, or upload a .pt2 archive (or .py, where allowed)."""
 
     source = forms.ChoiceField(widget=forms.RadioSelect, initial=Architecture.Source.ZOO)
-    name = forms.CharField(max_length=200, required=False, help_text="Defaults to the model name.")
+    name = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Defaults to the zoo model's name, or the file name and the start of its "
+        "sha256 (model.pt2 · 3fa9c2d1), so two uploads are never called alike.",
+    )
     zoo_name = forms.ChoiceField(required=False, label="Zoo model")
     zoo_args = forms.CharField(
         required=False,
@@ -30,12 +35,20 @@ class ArchitectureForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": '{"num_classes": 10}'}),
     )
     file = forms.FileField(required=False, help_text=".pt2 from torch.export.save")
+    weights = forms.FileField(
+        required=False, label="Weights (optional)",
+        help_text="model.safetensors saved by transformers for this config",
+    )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        sources = [(Architecture.Source.ZOO, "Built-in zoo"),
-                   (Architecture.Source.EXPORT, "torch.export archive (.pt2)")]  # fmt: skip
-        if settings.ALLOW_PYTHON_MODELS:
+        sources = [
+            (Architecture.Source.ZOO, "Built-in zoo"),
+            (Architecture.Source.EXPORT, "torch.export archive (.pt2)"),
+            (Architecture.Source.HF_CONFIG, "Hugging Face config (config.json)"),
+        ]
+        self.allows_python = settings.ALLOW_PYTHON_MODELS
+        if self.allows_python:
             sources.append((Architecture.Source.PYTHON, "Python source (.py)"))
         self.fields["source"].choices = sources
         self.fields["zoo_name"].choices = zoo_choices()

@@ -140,9 +140,11 @@ def architecture_submit(request: HttpRequest, pk: int, kind: str) -> HttpRespons
             detail = error.detail
             refusals = [str(d) for d in detail] if _is_sentences(detail) else [_flatten(detail)]
         else:
+            labels = form.labels() if hasattr(form, "labels") else {}
             job = Job.submit(
-                owner=request.user, kind=kind, architecture=architecture, parameters=parameters
-            )
+                owner=request.user, kind=kind, architecture=architecture, parameters=parameters,
+                **labels,
+            )  # fmt: skip
             return redirect(job)
     data = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
     request.session[_REJECTED_FORM.format(pk=pk, kind=kind)] = {"data": data, "errors": refusals}

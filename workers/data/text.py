@@ -92,3 +92,48 @@ def shakespeare_corpus(*, context: int = 128) -> TextData:
 def pydoc_corpus(*, context: int = 128) -> TextData:
     """The ``pydoc`` built-in data set (see :mod:`workers.catalog.datasets`)."""
     return text_corpus("pydoc", context=context)
+
+
+BYTE_VOCAB = 256
+
+
+def byte_level(data: TextData) -> TextData:
+    """The same text and split as ``data``, as UTF-8 bytes: 256 ids whatever the alphabet.
+
+    For a model whose vocabulary is smaller than the text's alphabet but holds 256 ids (a
+    Hugging Face config, say). A character outside ASCII becomes 2 to 4 ids, so the splits
+    grow a little; ``vocab`` lists the bytes as the Latin-1 characters of the same numbers.
+    """
+    points = np.array([ord(ch) for ch in data.vocab], dtype=np.uint32)
+
+    def as_bytes(ids: torch.Tensor) -> torch.Tensor:
+        text = points[ids.numpy()].tobytes().decode("utf-32-le")
+        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        return torch.from_numpy(raw.astype(np.int64))
+
+    return TextData(
+        name=data.name,
+        vocab="".join(chr(i) for i in range(BYTE_VOCAB)),
+        train_ids=as_bytes(data.train_ids),
+        val_ids=as_bytes(data.val_ids),
+        context=data.context,
+    )
+
+
+def fit_vocabulary(data: TextData, vocab_size: int) -> TextData:
+    """``data`` with a vocabulary a model of ``vocab_size`` ids can read.
+
+    The text's own characters when they fit (ids beyond them stay unused), else its UTF-8
+    bytes when the model has 256 ids; else ``ModelError`` with the sizes.
+    """
+    from workers.errors import ModelError
+
+    if vocab_size >= len(data.vocab):
+        return data
+    if vocab_size >= BYTE_VOCAB:
+        return byte_level(data)
+    raise ModelError(
+        f"The model's vocabulary has {vocab_size:,} ids, but {data.name!r} has "
+        f"{len(data.vocab):,} distinct characters; a character-level model needs at least "
+        f"that many, or {BYTE_VOCAB} for bytes. Raise vocab_size in the config."
+    )

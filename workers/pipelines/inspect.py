@@ -57,6 +57,11 @@ class InspectionResult:
     arch_graph: dict[str, Any]
     param_graph: dict[str, Any]
     device: str = "cpu"
+    # One example's output shape (no batch axis: [classes] for a classifier, [context,
+    # vocabulary] for a language model) and the input's dtype; the web tier checks data sets
+    # against them before a job is queued. None: the model's output is not one tensor.
+    output_shape: list[int] | None = None
+    input_dtype: str = "float32"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +81,18 @@ class InspectionResult:
             raise ModelError("The sandbox returned a malformed result.")
         if not isinstance(document["graph"].get("nodes"), list):
             raise ModelError("The sandbox returned a malformed graph.")
-        return cls(**{key: document[key] for key in expected})
+        output_shape = document.get("output_shape")
+        if output_shape is not None and (
+            not isinstance(output_shape, list)
+            or any(isinstance(d, bool) or not isinstance(d, int) for d in output_shape)
+        ):
+            output_shape = None  # not trusted, and only used for advice before queueing
+        input_dtype = document.get("input_dtype")
+        return cls(
+            **{key: document[key] for key in expected},
+            output_shape=output_shape,
+            input_dtype=input_dtype if input_dtype in ("float32", "int64") else "float32",
+        )
 
     def summary(self) -> dict[str, Any]:
         """The short result an inspect job stores (the full documents go to artifacts)."""
@@ -96,6 +112,8 @@ class InspectionResult:
                 else "not supported"
             ),
             "device": self.device,
+            "output_shape": self.output_shape,
+            "input_dtype": self.input_dtype,
         }
 
     def message(self) -> str:
@@ -118,10 +136,12 @@ def inspect_model(
     """
     if spec.source == "zoo":
         return _inspect_zoo(spec, progress)
-    if spec.source not in ("python", "export"):
+    if spec.source not in ("python", "export", "hf_config"):
         raise ModelError(f"Unknown model source {spec.source!r}.")
     if not spec.path or not os.path.isfile(spec.path):
         raise ModelError("The uploaded model file is missing.")
+    if spec.source == "hf_config":
+        return _inspect_hf_config(spec.path, progress)
     progress(0.05, "checking the file")
     if spec.source == "export":
         from workers.safety.pt2 import check_pt2
@@ -189,6 +209,29 @@ def _inspect_zoo(spec: ModelSpec, progress: ProgressFn) -> dict[str, Any]:
         raise ModelError(f"The model could not be traced: {_last_line(exc)}") from exc
 
 
+def _inspect_hf_config(path: str, progress: ProgressFn) -> InspectionResult:
+    """A Hugging Face config's causal LM, inspected in this process: the config is data (checked
+    like on upload) and the classes are transformers' own, so no sandbox is needed. Built on
+    the meta device first (no memory), for real when a tracer needs values."""
+    import torch
+
+    from workers.zoo.hf import build_hf_model, context_length, load_config
+
+    progress(0.1, "building the model from its config")
+    config = load_config(path)
+    window = min(16, context_length(config))
+    for device in ("meta", "cpu"):
+        model = build_hf_model(config, device=device)
+        example = torch.zeros((2, window), dtype=torch.long, device=device)
+        try:
+            return inspect_module(model, example, progress)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - meta tensors cannot run everything
+            failure = exc
+    raise ModelError(f"The model could not be traced: {_last_line(failure)}")
+
+
 def check_input_shape(shape: Any) -> list[int] | None:
     if shape is None:
         return None
@@ -233,6 +276,7 @@ def inspect_module(
     on_gpu = any(p.is_cuda for p in model.parameters()) or (
         isinstance(example, torch.Tensor) and example.is_cuda
     )
+    output = output_shape(model, (example,))
     return InspectionResult(
         num_params=sum(row["numel"] for row in tensors),
         num_tensors=len(tensors),
@@ -242,7 +286,49 @@ def inspect_module(
         graph=graph,
         **graphs,
         device="cuda" if on_gpu else "cpu",
+        output_shape=output,
+        input_dtype=_dtype_name(example),
     )
+
+
+def output_shape(model: Any, args: tuple, kwargs: dict | None = None) -> list[int] | None:
+    """One example's output shape (batch axis dropped) from a forward pass without gradients
+    (free on the meta device); None when the output is not one tensor (or logits) or the
+    pass fails. The model's train/eval mode is put back."""
+    import torch
+
+    was_training = _set_training(model, False)
+    try:
+        with torch.no_grad():
+            out = model(*args, **(kwargs or {}))
+    except Exception:  # noqa: BLE001 - advice only: the graphs were traced already
+        return None
+    finally:
+        _set_training(model, was_training)
+    out = getattr(out, "logits", out)  # Hugging Face models return an output object
+    if isinstance(out, tuple | list) and len(out) == 1:
+        out = out[0]
+    if not isinstance(out, torch.Tensor) or out.ndim < 1:
+        return None
+    return [int(d) for d in out.shape[1:]]
+
+
+def _set_training(model: Any, mode: bool) -> bool:
+    # Exported programs' modules refuse train()/eval(); they run as exported.
+    was = bool(getattr(model, "training", False))
+    try:
+        model.train(mode)
+    except Exception:  # noqa: BLE001 - see above
+        pass
+    return was
+
+
+def _dtype_name(example: Any) -> str:
+    import torch
+
+    if isinstance(example, torch.Tensor) and example.dtype == torch.long:
+        return "int64"
+    return "float32"
 
 
 def neural_graphs(model: Any, example: Any = None) -> dict[str, Any]:
@@ -286,6 +372,12 @@ def inspect_exported(path: str) -> InspectionResult:
             }
         )
     graph = graph_from_exported(ep)
+    example_args, example_kwargs = ep.example_inputs or ((), {})
+    first = next(
+        (v for v in (*example_args, *example_kwargs.values()) if isinstance(v, torch.Tensor)),
+        None,
+    )
+    output = output_shape(ep.module(), example_args, example_kwargs) if first is not None else None
     return InspectionResult(
         num_params=sum(row["numel"] for row in tensors),
         num_tensors=len(tensors),
@@ -295,6 +387,8 @@ def inspect_exported(path: str) -> InspectionResult:
         graph=graph,
         **neural_graphs(ep.module()),
         device="cpu",
+        output_shape=output,
+        input_dtype=_dtype_name(first),
     )
 
 

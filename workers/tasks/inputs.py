@@ -29,7 +29,8 @@ def local_file(field: Any) -> Iterator[Path]:
 
 
 def model_builder(architecture: Any) -> Callable[[], Any]:
-    """A builder for an architecture row's network (zoo entry or a checked ``.pt2``).
+    """A builder for an architecture row's network (zoo entry, a checked ``.pt2``, or a
+    Hugging Face config).
 
     An uploaded archive is loaded once, while its file is at hand; the builder hands out
     copies, so every run starts from the same module.
@@ -38,6 +39,10 @@ def model_builder(architecture: Any) -> Callable[[], Any]:
 
     if not architecture.file:
         return engine_builder("zoo", architecture.zoo_name, architecture.zoo_args)
+    if architecture.source == "hf_config":
+        # The config is read while the file is at hand; each call builds a fresh model.
+        with local_file(architecture.file) as path:
+            return engine_builder("hf_config", path=str(path))
     with local_file(architecture.file) as path:
         model = engine_builder(architecture.source, path=str(path))()
     return lambda: copy.deepcopy(model)
@@ -51,3 +56,19 @@ def example_input(architecture: Any) -> Any:
     from workers.zoo.build import example_input as zoo_example
 
     return zoo_example(architecture.zoo_name, architecture.zoo_args)
+
+
+def builtin_data(name: str, *, context: int = 128) -> Any:
+    """The built-in data set ``name``, with the deployment's download settings: sets fetched
+    from the internet are kept in ``DATASET_CACHE_DIR`` and downloaded only where
+    ``DATASET_DOWNLOADS`` is on."""
+    from django.conf import settings
+
+    from workers.data import load_builtin
+
+    return load_builtin(
+        name,
+        context=context,
+        cache_dir=Path(settings.DATASET_CACHE_DIR),
+        download=settings.DATASET_DOWNLOADS,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from workers.errors import ModelError, ProgressFn
-from workers.tasks.inputs import example_input, model_builder
+from workers.tasks.inputs import builtin_data, example_input, model_builder
 from workers.tasks.policy import gpu_task, refuse_oversized
 
 
@@ -21,7 +21,6 @@ def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
 
     from workers.catalog.estimates import PREDICT_BYTES_PER_PARAM
     from workers.catalog.hypernetworks import hypernetwork_files
-    from workers.data import load_builtin
     from workers.pipelines.predict import run_prediction
 
     parameters = job.parameters
@@ -37,7 +36,7 @@ def predict(job: Any, progress: ProgressFn) -> tuple[str, dict]:
         ghn_path,
         ghn_name=parameters["ghn"],
         example=example_input(job.architecture),
-        evaluate_on=load_builtin(evaluate_on) if evaluate_on else None,
+        evaluate_on=builtin_data(evaluate_on) if evaluate_on else None,
         data_name=evaluate_on,
         max_params=settings.GHN_MAX_PARAMS,
         progress=progress,

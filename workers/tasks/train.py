@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.errors import ModelError, ProgressFn
-from workers.tasks.inputs import local_file, model_builder
+from workers.tasks.inputs import builtin_data, local_file, model_builder
 from workers.tasks.policy import gpu_task, refuse_oversized
 
 
@@ -16,7 +16,6 @@ def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
 
     from workers.catalog import TrainSpec
     from workers.catalog.estimates import train_bytes_per_param
-    from workers.data import load_builtin
     from workers.data.uploads import check_model_fits
     from workers.pipelines.inputs import load_weights, uploaded_data, with_weights
     from workers.pipelines.train import run_training
@@ -46,18 +45,35 @@ def train(job: Any, progress: ProgressFn) -> tuple[str, dict]:
                 max_inflated=settings.UPLOAD_MAX_INFLATED,
             )  # fmt: skip
     else:
-        data = load_builtin(spec.dataset, context=context)
+        data = builtin_data(spec.dataset, context=context)
     progress(0.02, "Building the model")
     build = model_builder(architecture)
+    hf_config = architecture.source == "hf_config"
     if job.checkpoint is not None:
         with local_file(job.checkpoint.file) as path:
-            build = with_weights(build, load_weights(str(path), job.checkpoint.format))
-    check_model_fits(build(), data)
+            state = load_weights(str(path), job.checkpoint.format)
+        if hf_config:
+            from workers.zoo.hf import with_hf_weights
+
+            build = with_hf_weights(build, state)  # a tied head may be absent from the file
+        else:
+            build = with_weights(build, state)
+    model = build()
+    if hf_config and data.info.task == "char-lm":
+        from workers.data.text import fit_vocabulary
+        from workers.zoo.hf import vocabulary_size
+
+        # Characters when the config's vocabulary holds them, else bytes, else a sentence.
+        data = fit_vocabulary(data, vocabulary_size(model))
+    check_model_fits(model, data)
 
     def save_weights(state: dict) -> None:
+        from workers.tensors import without_aliases
+
         job.save_artifact(
-            "checkpoint", "model.safetensors", save_safetensors(state), "application/octet-stream"
-        )
+            "checkpoint", "model.safetensors", save_safetensors(without_aliases(state)),
+            "application/octet-stream",
+        )  # fmt: skip
 
     outcome = run_training(
         build, data, spec,

@@ -219,6 +219,27 @@ def _autocast(device: torch.device, amp: bool) -> Any:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def is_eval_step(step: int, every: int, jump_period: int = 0) -> bool:
+    """Whether ``train`` evaluates after ``step``: every ``every`` steps, except that a multiple
+    of ``jump_period`` (a NiNo jump step) is evaluated one step later instead."""
+    if every <= 0:
+        return False
+    if jump_period > 0 and step % jump_period == 0:
+        return False
+    if step % every == 0:
+        return True
+    previous = step - 1  # the jump step this one stands in for
+    if jump_period <= 0 or previous <= 0:
+        return False
+    return previous % jump_period == 0 and previous % every == 0
+
+
+def eval_steps(steps: int, every: int, jump_period: int = 0) -> list[int]:
+    """The steps ``train`` evaluates after, in order (the final step is evaluated too)."""
+    grid = [s for s in range(1, steps + 1) if is_eval_step(s, every, jump_period)]
+    return grid if grid and grid[-1] == steps else [*grid, steps]
+
+
 def _batches(data: TrainingData, batch_size: int, seed: int) -> Iterator[Batch]:
     epoch = 0
     while True:
@@ -240,6 +261,7 @@ def train(
     eval_batch_size: int = 1000,
     eval_max_batches: int | None = None,
     eval_at_start: bool = False,
+    jump_period: int = 0,
     targets: Sequence[float] = (),
     grad_clip: float | None = None,
     device: str | torch.device | None = "cpu",
@@ -256,6 +278,11 @@ def train(
     ``optimizer`` is a name for ``make_optimizer`` (with ``lr`` and ``weight_decay``), a
     torch optimizer, or a wrapper that may replace steps (module doc). Every
     ``eval_every`` steps, and once at the end, ``evaluate`` runs on the held-out split;
+    with ``jump_period`` (NiNo's period) an evaluation that falls on a multiple of it, a jump
+    step, moves one step later (see :func:`eval_steps`), as in ``bench/nino.py``: a nowcast
+    dips on the jump step and recovers within a few, so measuring on the jump understates it.
+    Pass the same ``jump_period`` to a plain run compared with a NiNo one, so both are
+    measured on the same steps.
     ``targets`` are accuracies (classification) or perplexities (char-lm) whose first
     crossing is recorded. ``grad_clip`` clips the gradient norm. ``device`` is ``"cpu"``,
     ``"cuda"``, or ``"auto"``; the model is moved there. ``amp`` turns on bfloat16 autocast.
@@ -335,7 +362,7 @@ def train(
             model.zero_grad(set_to_none=True)
             optimizer.step()
         result.steps_done = step
-        if eval_every > 0 and step % eval_every == 0:
+        if is_eval_step(step, eval_every, jump_period):
             run_eval(step)
         if callbacks.on_progress is not None and step % callbacks.stop_every == 0 and step < steps:
             callbacks.on_progress(step)

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from webapp.architectures.models import Architecture
 from webapp.core.api import JSONObjectField
+from webapp.core.labels import NAME_LENGTH, NOTES_LENGTH, TagsField
 
 
 class ArchitectureSerializer(serializers.ModelSerializer):
@@ -14,12 +15,13 @@ class ArchitectureSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-architecture-detail")
     graph_url = serializers.HyperlinkedIdentityField(view_name="api-architecture-graph")
     latest_inspection = serializers.SerializerMethodField()
+    tags = TagsField(read_only=True)
 
     class Meta:
         model = Architecture
         fields = [
-            "id", "url", "name", "source", "zoo_name", "zoo_args", "file_bytes", "sha256",
-            "num_params", "input_shape", "summary", "inspected_at", "created_at",
+            "id", "url", "name", "tags", "notes", "source", "zoo_name", "zoo_args", "file_bytes",
+            "sha256", "num_params", "input_shape", "summary", "inspected_at", "created_at",
             "latest_inspection", "graph_url",
         ]  # fmt: skip
         read_only_fields = fields
@@ -56,6 +58,14 @@ class ZooSerializer(serializers.Serializer):
     results = ZooEntrySerializer(many=True)
 
 
+class ArchitectureLabelsSerializer(serializers.Serializer):
+    """Change a model's name, tags or notes (PATCH); fields left out stay as they are."""
+
+    name = serializers.CharField(max_length=NAME_LENGTH, required=False)
+    tags = TagsField()
+    notes = serializers.CharField(max_length=NOTES_LENGTH, required=False, allow_blank=True)
+
+
 class ArchitectureCreateSerializer(serializers.Serializer):
     """Add an architecture: ``source=zoo`` with ``zoo_name`` (+ ``zoo_args``), or a file."""
 
@@ -64,6 +74,13 @@ class ArchitectureCreateSerializer(serializers.Serializer):
     zoo_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
     zoo_args = JSONObjectField(required=False)
     file = serializers.FileField(required=False, allow_empty_file=True)
+    weights = serializers.FileField(
+        required=False, allow_empty_file=True,
+        help_text="With source=hf_config: a .safetensors file of the model's weights, stored as "
+        "a checkpoint of the new architecture.",
+    )  # fmt: skip
+    tags = TagsField()
+    notes = serializers.CharField(max_length=NOTES_LENGTH, required=False, allow_blank=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["source"] == Architecture.Source.ZOO:

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from webapp.architectures.api.serializers import (
     ArchitectureCreateSerializer,
+    ArchitectureLabelsSerializer,
     ArchitectureSerializer,
     TensorSerializer,
     ZooSerializer,
@@ -24,6 +25,7 @@ from webapp.architectures.models import (
 from webapp.core.api import OwnedDeletableViewSet
 from webapp.core.api_errors import upload_error_response
 from webapp.core.files import UploadError
+from webapp.core.labels import with_tag
 from webapp.core.schema import conflict, error
 from webapp.jobs.api.serializers import JobSerializer
 from webapp.jobs.models import Job
@@ -39,7 +41,15 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
     serializer_class = ArchitectureSerializer
 
     def get_queryset(self) -> QuerySet:
-        return with_latest_inspection(super().get_queryset())
+        queryset = with_latest_inspection(super().get_queryset())
+        tag = self.request.query_params.get("tag") if self.action == "list" else None
+        return with_tag(queryset, tag) if tag else queryset
+
+    @extend_schema(
+        parameters=[OpenApiParameter("tag", str, description="Only models with this tag")]
+    )
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(
         request=ArchitectureCreateSerializer,
@@ -59,23 +69,36 @@ class ArchitectureViewSet(OwnedDeletableViewSet):
                 )
             else:
                 architecture = create_from_upload(
-                    request.user, data.get("name", ""), data["source"], data["file"]
-                )
+                    request.user, data.get("name", ""), data["source"], data["file"],
+                    weights=data.get("weights"),
+                )  # fmt: skip
         except UploadError as error:
             return upload_error_response(error)
+        architecture.set_labels(tags=data.get("tags"), notes=data.get("notes"))
         body = ArchitectureSerializer(architecture, context=self.get_serializer_context()).data
         return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None, 409: conflict("The architecture has jobs still running.")})
     def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
         architecture = self.get_object()
-        if architecture.jobs.active().exists():
-            return Response(
-                {"detail": "This architecture has jobs still running; cancel them first."},
-                status=status.HTTP_409_CONFLICT,
-            )
-        architecture.delete()  # its files follow on commit (webapp.core.cleanup)
+        try:
+            architecture.remove()  # its files follow on commit (webapp.core.cleanup)
+        except ValueError as refusal:
+            return Response({"detail": str(refusal)}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=ArchitectureLabelsSerializer,
+        responses={200: ArchitectureSerializer, 400: error("A tag or the name is not valid.")},
+    )
+    def partial_update(self, request: Request, *args: object, **kwargs: object) -> Response:
+        """Change the model's name, tags or notes."""
+        architecture = self.get_object()
+        form = ArchitectureLabelsSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        architecture.set_labels(**form.validated_data)
+        body = ArchitectureSerializer(architecture, context=self.get_serializer_context()).data
+        return Response(body)
 
     @extend_schema(request=None, responses={201: JobSerializer})
     @action(detail=True, methods=["post"])
