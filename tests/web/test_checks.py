@@ -303,3 +303,23 @@ def test_a_prediction_worse_than_random_is_called_so_and_never_strong(browser, o
     job.save()
     page = browser.get(f"/jobs/{job.pk}/").content.decode()
     assert "above random initialisation" in page and "worse than random" not in page
+
+
+def _language_model(vocab: int, *, reads_bytes: bool):
+    from webapp.jobs.checks import ModelFacts
+
+    return ModelFacts(
+        name="tiny-lm", inspected=True, input_shape=[64], output_shape=[64, vocab],
+        language_model=True, nino={}, ghn={}, layers={}, zoo_name="", zoo_family="",
+        zoo_args={}, reads_bytes=reads_bytes,
+    )  # fmt: skip
+
+
+def test_a_hugging_face_config_with_256_ids_trains_on_bytes_of_a_text_with_more_characters():
+    from webapp.jobs.checks import DataFacts, check_data
+
+    text = DataFacts(label="notes.txt", text=True, input_shape=None, num_classes=300)
+    verdict = check_data(_language_model(260, reads_bytes=True), text)
+    assert not verdict.refusals and "UTF-8 bytes" in " ".join(verdict.notes)
+    refused = check_data(_language_model(260, reads_bytes=False), text)
+    assert "300 distinct characters" in refused.refusals[0]

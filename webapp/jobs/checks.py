@@ -61,6 +61,9 @@ class ModelFacts:
     zoo_name: str
     zoo_family: str
     zoo_args: dict[str, Any]
+    # Hugging Face configs fall back to UTF-8 bytes when their vocabulary holds 256 ids but
+    # not the text's characters (workers.data.text.fit_vocabulary); zoo models do not.
+    reads_bytes: bool = False
 
     @property
     def convolutional(self) -> bool:
@@ -96,6 +99,8 @@ class DataFacts:
 
 # ----------------------------------------------------------------------------- facts
 
+BYTE_VOCAB = 256  # ids a byte-level vocabulary needs (as workers.data.text.BYTE_VOCAB)
+
 
 def model_facts(architecture: Any) -> ModelFacts:
     """The facts about ``architecture``: its stored inspection over the catalog's defaults."""
@@ -123,6 +128,9 @@ def model_facts(architecture: Any) -> ModelFacts:
         zoo_name=architecture.zoo_name if architecture.source == "zoo" else "",
         zoo_family=family,
         zoo_args=args,
+        reads_bytes=architecture.source == "hf_config"
+        and bool(output_shape)
+        and output_shape[-1] >= BYTE_VOCAB,
     )
 
 
@@ -233,6 +241,14 @@ def check_data(model: ModelFacts, data: DataFacts) -> Verdict:
                 f"{data.label} is character-level text: it needs a language model (the zoo's "
                 f"transformer or llama), but {model.name} is a classifier of "
                 f"{shape_label(model.input_shape)} inputs."
+            )
+        elif (
+            model.width is not None and data.num_classes and model.width < data.num_classes
+            and model.reads_bytes
+        ):  # fmt: skip
+            verdict.notes.append(
+                f"{data.label} has {data.num_classes} distinct characters, more than the "
+                f"vocabulary of {model.width}: it is trained on the text's UTF-8 bytes."
             )
         elif model.width is not None and data.num_classes and model.width < data.num_classes:
             verdict.refusals.append(
