@@ -174,7 +174,7 @@ def test_every_operation_documents_its_errors(api):
             if path != "/api/v1/auth/token/":
                 assert "401" in responses, where
     conflict = schema["components"]["schemas"]["Conflict"]
-    assert set(conflict["properties"]) == {"detail", "existing"}
+    assert set(conflict["properties"]) == {"detail", "existing", "existing_id"}
     assert conflict["required"] == ["detail"]
     for path in ("/api/v1/architectures/", "/api/v1/checkpoints/", "/api/v1/datasets/"):
         assert "409" in schema["paths"][path]["post"]["responses"], path

@@ -142,6 +142,8 @@ def test_the_same_file_twice_is_reported_as_a_duplicate(api, weights):
     second = api.post("/api/v1/checkpoints/", {"file": upload("b.safetensors", content)})
     assert first.status_code == 201 and second.status_code == 409
     assert "already uploaded" in second.json()["detail"]
+    # A script finds the copy it already has by id, without parsing a page address.
+    assert second.json()["existing_id"] == first.json()["id"]
     assert Checkpoint.objects.count() == 1
 
 

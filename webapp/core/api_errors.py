@@ -12,4 +12,6 @@ def upload_error_response(error: UploadError) -> Response:
     body = {"detail": str(error)}
     if error.existing_url:
         body["existing"] = error.existing_url
+    if error.existing_id is not None:
+        body["existing_id"] = error.existing_id
     return Response(body, status=error.status)

@@ -19,10 +19,15 @@ CHUNK = 1 << 20
 class UploadError(ValueError):
     """An upload that must be refused; the message is shown to the person who sent it."""
 
-    def __init__(self, message: str, status: int = 400, existing_url: str = "") -> None:
+    def __init__(
+        self, message: str, status: int = 400, existing_url: str = "",
+        existing_id: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
-        self.existing_url = existing_url  # for duplicates: where the earlier copy lives
+        # For duplicates: where the earlier copy lives (its page) and its id (for scripts).
+        self.existing_url = existing_url
+        self.existing_id = existing_id
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ def refuse_duplicate(queryset: models.QuerySet, sha256: str, sentence: str) -> N
             sentence.format(name=existing.name, pk=existing.pk),
             status=409,
             existing_url=existing.get_absolute_url(),
+            existing_id=existing.pk,
         )
 
 

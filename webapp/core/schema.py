@@ -46,6 +46,9 @@ class ConflictSerializer(ErrorSerializer):
         required=False,
         help_text="For duplicate uploads: the URL of the copy you already have.",
     )
+    existing_id = serializers.IntegerField(
+        required=False, help_text="For duplicate uploads: the id of the copy you already have."
+    )
 
     class Meta:
         ref_name = "Conflict"
