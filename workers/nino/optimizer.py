@@ -7,6 +7,12 @@ steps a copy of the parameters is kept (before that step's update); at step ``pe
 will be ``k`` horizons later, and they are written into the model instead of a base update.
 No backward pass is needed for a jump step. The base optimizer's state is left as it is.
 
+Only the parameters the parameter graph holds are nowcast (``NiNo.coverage`` says which and
+why not the others); the rest follow the base optimizer alone and are left as they are on a
+jump step (no gradient is computed for it). The per-parameter WNN+ baseline (``nino_mlp``)
+reads every parameter on its own, so it covers all of them: parameters the graph leaves out
+(or every parameter, when the graph refuses the model) are added as loose edges.
+
 Learning-rate schedulers attach to the base optimizer (``NiNo.base``) as usual. ``NiNo.timings``
 says how long the wrapper's own work took (snapshots and jumps), for overhead measurements.
 """
@@ -20,7 +26,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from workers.graphs.params.graph import build_param_graph, graph_features, params_from_features
+from workers.errors import ModelError
+from workers.graphs.params.graph import (
+    ParamGraph,
+    build_param_graph,
+    graph_features,
+    params_from_features,
+)
+from workers.graphs.params.loose import with_loose_params
 from workers.nino.model import NiNoModel, WNNPlusModel, load_model
 from workers.nino.scaling import horizon_at, scale_states, unscale
 
@@ -75,8 +88,10 @@ class NiNo:
     """Wrap ``base`` so that every ``period``-th ``step()`` is a nowcast of ``model``'s weights.
 
     ``meta_model`` is a loaded NiNo/WNN+ model or the name/path of a published checkpoint.
-    The model must be one the parameter graph supports; otherwise the graph engine's
-    ``ModelError`` names the layer it cannot represent.
+    With the GNN, the parameters the graph holds are nowcast and the others left to ``base``
+    (``coverage``); a model whose data flow the graph cannot read at all raises the graph
+    engine's ``ModelError``. WNN+ covers every parameter. ``example`` (one input batch) helps
+    the traced graph builder where the input shape cannot be guessed.
     """
 
     def __init__(
@@ -85,6 +100,7 @@ class NiNo:
         model: nn.Module,
         meta_model: NiNoModel | WNNPlusModel | str = "nino_no_posw",
         config: NowcastConfig | None = None,
+        example: Tensor | None = None,
         **overrides: Any,
     ) -> None:
         self.base = base
@@ -93,14 +109,22 @@ class NiNo:
         self.meta = load_model(meta_model) if isinstance(meta_model, str) else meta_model
         if self.meta.config.ctx != self.config.ctx:
             raise ValueError(f"This NiNo model reads {self.meta.config.ctx} context states.")
-        self.names = [name for name, _ in model.named_parameters()]
-        self.graph = build_param_graph(model)
+        self.graph = _graph_for(model, self.meta, example)
+        if not self.graph.param_shapes:
+            reasons = "; ".join(f"{n}: {r}" for n, r, _ in self.graph.left[:3])
+            raise ModelError(f"NiNo can place none of the model's parameters ({reasons}).")
+        self.names = list(self.graph.param_shapes)  # the nowcast ones, in graph order
         # Only the GNN reads positional encodings; WNN+ looks at each parameter alone.
         self.pe = self.graph.lpe(self.meta.config.lpe) if isinstance(self.meta, NiNoModel) else None
         self.step_count = 0  # base steps and jumps so far
         self.jumps = 0
         self.history: list[dict[str, Tensor]] = []  # parameter copies on the CPU, oldest first
         self.timings = NowcastTimings()
+
+    @property
+    def coverage(self) -> dict[str, Any]:
+        """Parameter elements nowcast out of the total, and what is left to ``base`` (why)."""
+        return self.graph.coverage()
 
     # --- the optimizer interface ---------------------------------------------------------
     @property
@@ -165,8 +189,9 @@ class NiNo:
     def _jump(self) -> None:
         k = horizon_at(self.step_count, self.config.max_steps, self.config.period, p=self.config.p)
         predicted = self.nowcast(self.history[-self.config.ctx :], k)
-        for name, param in self.model.named_parameters():
-            param.copy_(predicted[name].to(param.device, param.dtype))
+        params = dict(self.model.named_parameters())
+        for name in self.names:
+            params[name].copy_(predicted[name].to(params[name].device, params[name].dtype))
         self.history.clear()
         self.jumps += 1
 
@@ -190,3 +215,18 @@ class NiNo:
         self.history = [
             {n: t.to("cpu", torch.float32).clone() for n, t in s.items()} for s in state["history"]
         ]
+
+
+def _graph_for(
+    model: nn.Module, meta: NiNoModel | WNNPlusModel, example: Tensor | None
+) -> ParamGraph:
+    """The parameter graph the meta-model reads: the model's graph for the GNN; for WNN+
+    that graph (or none, when refused) plus every parameter it leaves out, as loose edges."""
+    if isinstance(meta, NiNoModel):
+        return build_param_graph(model, example)
+    try:
+        graph: ParamGraph | None = build_param_graph(model, example)
+    except ModelError:
+        graph = None
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    return with_loose_params(graph, shapes)

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from workers.errors import ModelError
 from workers.graphs.params import blocks
 from workers.graphs.params.graph import (
     EDGE_TYPES,
@@ -88,9 +87,15 @@ def test_a_registered_custom_block_gets_its_residual_edges_and_round_trips_its_p
     assert all(torch.equal(restored[n], params[n]) for n in params)
 
 
-def test_an_unregistered_block_is_refused_by_name_even_when_its_parent_class_is_registered():
-    with pytest.raises(ModelError, match=r"Block 1 \(_UnregisteredSkipMLP\) has a data flow"):
-        build_param_graph(nn.Sequential(nn.Linear(3, 4), _UnregisteredSkipMLP(4)))
+def test_an_unregistered_subclass_is_read_from_its_traced_forward_not_from_its_parent():
+    # Handlers are found by exact class, so the subclass is traced; its forward is the
+    # parent's, so the traced graph equals the registered handler's, edge for edge.
+    torch.manual_seed(0)
+    registered = nn.Sequential(nn.Linear(3, 4), _SkipMLP(4))
+    unregistered = nn.Sequential(nn.Linear(3, 4), _UnregisteredSkipMLP(4))
+    a, b = build_param_graph(registered), build_param_graph(unregistered)
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.edge_type, b.edge_type)
+    assert a.segments == b.segments
 
 
 def test_a_block_keeps_its_first_handler_and_registering_it_again_is_harmless():

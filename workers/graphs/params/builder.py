@@ -67,6 +67,7 @@ class GraphBuilder:
         self.segments: list[ParamSegment] = []
         self.param_shapes: dict[str, torch.Size] = {}
         self.seen: set[int] = set()
+        self.merged: list[tuple[Tensor, Tensor]] = []
 
     # -- allocation -------------------------------------------------------------------------
 
@@ -84,7 +85,10 @@ class GraphBuilder:
         """Claim parameter ``module.<attr>``: its full name and tensor (refused if tied)."""
         prefix = self.names.get(id(module), "")
         name = f"{prefix}.{attr}" if prefix else attr
-        tensor = getattr(module, attr)
+        return name, self.claim(name, getattr(module, attr))
+
+    def claim(self, name: str, tensor: Tensor) -> Tensor:
+        """Claim parameter ``tensor`` under its full ``name`` (refused if already claimed)."""
         if id(tensor) in self.seen:
             raise ModelError(
                 f"Parameter {name} is shared with another layer; tied parameters are not "
@@ -92,7 +96,7 @@ class GraphBuilder:
             )
         self.seen.add(id(tensor))
         self.param_shapes[name] = tensor.shape
-        return name, tensor
+        return tensor
 
     def param_edges(
         self,
@@ -104,15 +108,19 @@ class GraphBuilder:
         kernel: int = 1,
         src_major: bool = False,
         reverse: bool = False,
+        pos_start: int = 0,
+        pos_total: int = 0,
     ) -> None:
         """Record the edges holding rows ``rows`` of parameter ``name`` (see ``ParamSegment``).
 
-        ``reverse`` stores the edges as ``dst -> src`` (keys, whose weights run transposed).
+        ``reverse`` stores the edges as ``dst -> src`` (keys, whose weights run transposed);
+        ``pos_start``/``pos_total`` place one chunk of a kernel above 3x3 (parallel edges).
         """
         self.segments.append(
             ParamSegment(
-                name, rows[0], rows[1], self.num_param_edges, len(src), len(dst), kernel, src_major
-            )
+                name, rows[0], rows[1], self.num_param_edges, len(src), len(dst), kernel,
+                src_major, pos_start, pos_total,
+            )  # fmt: skip
         )
         self.blocks.append(_EdgeBlock(src, dst, edge_type, reverse))
         self.num_param_edges += len(src) * len(dst)
@@ -274,13 +282,53 @@ class GraphBuilder:
 
     # -- output ------------------------------------------------------------------------------
 
-    def finish(self) -> ParamGraph:
-        """Write the recorded edges into one graph; refuses parameters no layer claimed."""
-        missing = [n for n, p in self.model.named_parameters() if id(p) not in self.seen]
-        if missing:
-            raise ModelError(f"Parameter {missing[0]} is not part of a supported layer.")
+    def merge_nodes(self, drop: Tensor, keep: Tensor) -> None:
+        """Make nodes ``drop[j]`` the same neurons as ``keep[j]`` (applied in ``finish``)."""
+        self.merged.append((drop, keep))
+
+    def _node_map(self) -> tuple[Tensor | None, int]:
+        """Old id -> new id after merges (None when there are none), and the node count."""
+        if not self.merged:
+            return None, self.num_nodes
+        target = torch.arange(self.num_nodes)
+        for drop, keep in self.merged:
+            target[drop] = keep
+        while True:  # follow chains of merges to their end
+            followed = target[target]
+            if torch.equal(followed, target):
+                break
+            target = followed
+        alive = target == torch.arange(self.num_nodes)
+        new_id = torch.cumsum(alive, 0) - 1
+        return new_id[target], int(alive.sum())
+
+    def edge_counts(self) -> tuple[int, dict[int, int]]:
+        """Nodes and edges per edge type the finished graph will have (nothing is written)."""
+        _, n_nodes = self._node_map()
+        by_type: dict[int, int] = {}
+        for blk in self.blocks:
+            by_type[blk.edge_type] = by_type.get(blk.edge_type, 0) + blk.size
+        for src, _, kind in self.aux:
+            by_type[kind] = by_type.get(kind, 0) + len(src)
+        by_type[EDGE_TYPES["self_loop"]] = by_type.get(EDGE_TYPES["self_loop"], 0) + n_nodes
+        return n_nodes, by_type
+
+    def finish(self, left: list[tuple[str, str, int]] | None = None) -> ParamGraph:
+        """Write the recorded edges into one graph.
+
+        ``left`` (the traced builder's) lists the parameters left to the base optimizer; the
+        chain builder passes none and refuses parameters no layer claimed.
+        """
+        if left is None:
+            missing = [n for n, p in self.model.named_parameters() if id(p) not in self.seen]
+            if missing:
+                raise ModelError(f"Parameter {missing[0]} is not part of a supported layer.")
+        node_map, n_nodes = self._node_map()
+        if node_map is not None:
+            for blk in self.blocks:
+                blk.src, blk.dst = node_map[blk.src], node_map[blk.dst]
+            self.aux = [(node_map[a], node_map[b], t) for a, b, t in self.aux]
         n_aux = sum(len(src) for src, _, _ in self.aux)
-        n_nodes = self.num_nodes
         total = self.num_param_edges + n_aux + n_nodes
         edge_index = torch.empty(2, total, dtype=torch.long)
         edge_type = torch.empty(total, dtype=torch.long)
@@ -309,15 +357,34 @@ class GraphBuilder:
             num_param_edges=self.num_param_edges,
             segments=tuple(self.segments),
             param_shapes=dict(self.param_shapes),
+            left=tuple(left or ()),
         )
 
 
-def build_param_graph(model: nn.Module) -> ParamGraph:
-    """Build the parameter graph of ``model`` from its module types and parameter shapes.
+def uses_registered_blocks(model: nn.Module) -> bool:
+    """True when some module of ``model`` has a ``register_block`` handler (built-in families)."""
+    return any(block_handler(type(m)) is not None for m in model.modules())
 
-    Parameter values are never read, so a model on the meta device works (and costs no
-    memory). Raises ``ModelError`` naming the first layer the graph cannot represent.
+
+def build_param_graph(model: nn.Module, example: Tensor | None = None) -> ParamGraph:
+    """Build the parameter graph of ``model``.
+
+    Models with registered blocks (the built-in residual CNN, GPT and Llama families) are read
+    by the chain-and-handler builder of this module; every other model from its traced data
+    flow (``workers.graphs.params.traced``, on ``example`` or a guessed input), which leaves
+    what it cannot place to the base optimizer (``ParamGraph.left``). Parameter values are
+    never read, so a model on the meta device works (and costs no memory). Raises
+    ``ModelError`` naming the layer or op the graph cannot represent.
     """
+    if not uses_registered_blocks(model):
+        from workers.graphs.params.traced import traced_param_graph
+
+        return traced_param_graph(model, example)
+    return chain_param_graph(model)
+
+
+def chain_param_graph(model: nn.Module) -> ParamGraph:
+    """The chain-and-handler builder: containers as chains, registered blocks by handler."""
     builder = GraphBuilder(model)
     builder.module(model, None, root=True)
     return builder.finish()

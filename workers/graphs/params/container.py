@@ -50,6 +50,10 @@ class ParamSegment:
     dim 0 indexes destinations (``W[o, i, *kernel]`` -> edge ``edge_start + i * n_dst + o``,
     positions ``0..kernel-1``); for embeddings (``src_major``) dim 0 indexes the sources
     (``W[v, j]`` -> edge ``edge_start + v * n_dst + j``).
+
+    A kernel with more than ``MAX_FEAT`` positions per (input, output) pair is spread over
+    parallel edges: each segment then holds positions ``pos_start .. pos_start + kernel - 1``
+    of the ``pos_total`` positions (``pos_total`` 0 means ``kernel``, the common case).
     """
 
     name: str
@@ -60,11 +64,18 @@ class ParamSegment:
     n_dst: int
     kernel: int = 1
     src_major: bool = False
+    pos_start: int = 0
+    pos_total: int = 0
 
     @property
     def edge_end(self) -> int:
         """One past the last edge of the segment."""
         return self.edge_start + self.n_src * self.n_dst
+
+    @property
+    def positions(self) -> int:
+        """Kernel positions of one (input, output) pair over all its parallel edges."""
+        return self.pos_total or self.kernel
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,22 @@ class ParamGraph:
     num_param_edges: int
     segments: tuple[ParamSegment, ...]
     param_shapes: dict[str, torch.Size]
+    #: Parameters left to the base optimizer: ``(name, reason, number of elements)``.
+    left: tuple[tuple[str, str, int], ...] = ()
     _lpe: dict[int, Tensor] = field(default_factory=dict, repr=False)
+
+    def coverage(self) -> dict[str, object]:
+        """Parameter elements on the graph (``nowcast``) out of ``total``, and what is left.
+
+        ``left`` lists ``{"name", "reason"}`` for every parameter the graph does not hold;
+        those stay with the base optimizer.
+        """
+        nowcast = sum(int(torch.Size(s).numel()) for s in self.param_shapes.values())
+        return {
+            "nowcast": nowcast,
+            "total": nowcast + sum(n for _, _, n in self.left),
+            "left": [{"name": name, "reason": reason} for name, reason, _ in self.left],
+        }
 
     @property
     def num_edges(self) -> int:
@@ -127,22 +153,26 @@ class ParamGraph:
         Returned in the parameter's row-major element order, so that
         ``features.view(-1)[graph.element_index(name)]`` is ``param.view(-1)``.
         """
-        parts = []
+        if name not in self.param_shapes:
+            raise KeyError(f"no parameter {name!r} in the graph")
+        shape = self.param_shapes[name]
+        index = torch.empty(int(torch.Size(shape).numel()), dtype=torch.long)
+        rows = index.view(shape[0], -1) if len(shape) else index.view(1, 1)
         for seg in self.segments:
             if seg.name != name:
                 continue
-            k = torch.arange(seg.kernel)
+            target = rows[seg.row_start : seg.row_end]
             if seg.src_major:
                 edge = seg.edge_start + torch.arange(seg.n_src * seg.n_dst)
-                parts.append(edge * MAX_FEAT)
+                target.copy_((edge * MAX_FEAT).view(target.shape))
             else:
                 o = torch.arange(seg.n_dst).view(-1, 1, 1)
                 i = torch.arange(seg.n_src).view(1, -1, 1)
+                k = torch.arange(seg.kernel).view(1, 1, -1)
                 edge = seg.edge_start + i * seg.n_dst + o
-                parts.append((edge * MAX_FEAT + k.view(1, 1, -1)).reshape(-1))
-        if not parts:
-            raise KeyError(f"no parameter {name!r} in the graph")
-        return torch.cat(parts)
+                window = target.view(seg.n_dst, seg.n_src, seg.positions)
+                window[:, :, seg.pos_start : seg.pos_start + seg.kernel] = edge * MAX_FEAT + k
+        return index
 
     def to_pyg(self, edge_attr: Tensor | None = None, lpe: Tensor | None = None) -> Data:
         """This graph as a PyG ``Data``: what NiNo reads, plus the map back to parameters.
@@ -240,7 +270,9 @@ def graph_features(
         if seg.src_major:
             values = stacked.reshape(seg.n_src, seg.n_dst, 1, c)
         else:
-            values = stacked.reshape(seg.n_dst, seg.n_src, seg.kernel, c).transpose(0, 1)
+            values = stacked.reshape(seg.n_dst, seg.n_src, seg.positions, c).transpose(0, 1)
+            if seg.pos_total:
+                values = values[:, :, seg.pos_start : seg.pos_start + seg.kernel]
         target = out[seg.edge_start : seg.edge_end].view(seg.n_src, seg.n_dst, MAX_FEAT, c)
         target[:, :, : seg.kernel].copy_(values)
     loops = graph.num_edges - graph.num_nodes
@@ -266,16 +298,20 @@ def params_from_features(
     if rem or c < 1:
         raise ValueError(f"edge_attr width {edge_attr.shape[1]} is not a multiple of {MAX_FEAT}")
     feats = edge_attr.view(graph.num_edges, MAX_FEAT, c)[:, :, state]
-    pieces: dict[str, list[Tensor]] = {name: [] for name in graph.param_shapes}
+    out = {
+        name: torch.empty(shape, dtype=feats.dtype, device=feats.device)
+        for name, shape in graph.param_shapes.items()
+    }
     for seg in graph.segments:
-        shape = graph.param_shapes[seg.name]
+        tensor = out[seg.name]
+        rows = tensor.view(tensor.shape[0], -1) if tensor.dim() else tensor.view(1, 1)
+        target = rows[seg.row_start : seg.row_end]
         block = feats[seg.edge_start : seg.edge_end].view(seg.n_src, seg.n_dst, MAX_FEAT)
         if seg.src_major:
-            piece = block[:, :, 0]
+            target.copy_(block[:, :, 0].reshape(target.shape))
         else:
-            piece = block[:, :, : seg.kernel].transpose(0, 1)
-        pieces[seg.name].append(piece.reshape(seg.row_end - seg.row_start, *shape[1:]))
-    return {
-        name: torch.cat(parts).contiguous() if len(parts) > 1 else parts[0].contiguous()
-        for name, parts in pieces.items()
-    }
+            window = target.view(seg.n_dst, seg.n_src, seg.positions)
+            window[:, :, seg.pos_start : seg.pos_start + seg.kernel] = block[
+                :, :, : seg.kernel
+            ].transpose(0, 1)
+    return out

@@ -9,7 +9,7 @@ FM/16 graph exactly (same node order, edge order, edge types and features):
 * Each weight element ``W[o, i, ...]`` is a directed edge input ``i`` -> output ``o``. Edges of
   one parameter form a contiguous source-major block (edge ``start + i * n_out + o``); conv
   kernels (at most 3x3) fill the first ``prod(kernel_size)`` of the 9 feature positions, all
-  other parameters only position 0.
+  other parameters only position 0; larger kernels (traced builder) run over parallel edges.
 * Edges that hold parameters come first, in ``model.named_parameters()`` order. Auxiliary
   edges follow (residual one-to-one edges, attention-head edges; feature 1.0), then one
   self-loop per node (feature 2.0), as in the reference.
@@ -32,19 +32,23 @@ Transformers (built-in ``transformer`` and ``llama`` families):
 * Residual connections are one-to-one edges (type 10) from the block's input neurons to the
   neurons that receive the sum; those neurons are the stream from then on.
 
-Layers are read as a chain in registration order (as the reference does), which is only sound
-for chains; so besides plain containers (``Sequential``, ``ModuleList``, ``ModuleDict``) and the
-model's own top module, only blocks registered with ``register_block`` (``registry``) are
-accepted: the model code that defines a block registers a handler that knows its data flow.
-``workers.zoo.builtin`` registers its ``ResidualBlock`` (residual edges around its two
-convolutions), ``CharTransformer`` and ``Llama`` with the handlers of ``blocks``. Anything else
-with parameters raises ``ModelError`` naming the layer, and so does a layer whose input width
-differs from the previous layer's output width. A custom top module is trusted to be a chain:
-its ``forward`` is not read, so a skip connection written there would be missed.
+Which builder reads a model (``build_param_graph``): models containing a block registered
+with ``register_block`` (``registry``; ``workers.zoo.builtin`` registers its ``ResidualBlock``,
+``CharTransformer`` and ``Llama`` with the handlers of ``blocks``) are read by the chain
+builder (``builder``): containers as chains in registration order, registered blocks by their
+handler, which knows their data flow. Every other model is read from its traced data flow
+(``traced``: torch.fx plus neuron labels, ``labels``; the layers' edges in ``layers``), which
+follows skips, concatenations, flattens, grouped convolutions, class tokens and
+``nn.MultiheadAttention``, spreads kernels above 3x3 over parallel edges, leaves what it cannot
+place to the base optimizer (``ParamGraph.left``, ``ParamGraph.coverage()``) and refuses, naming
+the op, data flow it cannot follow. The built-in chains (``mlp``, ``cnn``: the golden FM/16)
+get the same graph from both builders. ``loose`` adds left-out parameters as unconnected edges
+for the per-parameter WNN+ baseline.
 
 This module is the package's front door and re-exports its public names; the code lives in
 ``container`` (``ParamGraph``, edge features, the map back to parameters, PyG ``Data``),
-``builder`` (``build_param_graph``, ``GraphBuilder``), ``registry`` and ``blocks``.
+``builder`` (``build_param_graph``, ``GraphBuilder``), ``registry``, ``blocks``, ``traced``,
+``labels``, ``layers`` and ``loose``.
 """
 
 from workers.graphs.params.builder import GraphBuilder, build_param_graph
