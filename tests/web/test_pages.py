@@ -139,8 +139,12 @@ def test_the_architecture_page_shows_both_graphs_of_an_inspected_model(browser, 
     job.save_artifact("tensors", "tensors.json", json.dumps(result.tensors).encode(), "x/json")
     job.succeed("ok")
     page = browser.get(f"/architectures/{architecture.pk}/").content.decode()
-    assert "<svg" in page and "features.0.weight: 16×1×3×3" in page  # hover text of a node
-    assert "By module" in page and "<details" in page  # the collapsible hierarchy
+    viewer_url = f"/architectures/{architecture.pk}/viewer.json"
+    assert f'data-url="{viewer_url}"' in page  # the graph viewer loads its document there
+    assert "16</strong> neurons" in page  # the parameter graph's per-layer blocks
+    ghn = browser.get(viewer_url).json()["views"]["ghn"]  # no graph.json stored: GHN only
+    assert ghn["nodes"][1]["label"] == "conv 16×1×3×3"
+    assert ghn["nodes"][1]["params"][0]["nino"] is True  # NiNo's graph holds the tensor
     assert "95 neurons, 2,057 edges" in page  # NiNo's FM/16 parameter graph
     assert (
         browser.get(f"/api/v1/architectures/{architecture.pk}/param-graph/").json()["nodes"] == 95

@@ -4,7 +4,10 @@ A node is a leaf module call (Conv2d, Linear, a custom layer owning parameters, 
 compute function that is not inside a leaf (residual ``add``, ``cat``, ``matmul``, ...), a
 model input or the output. Parameter-free glue (views, reshapes, ``getitem``, dropout, size
 queries, ...) is folded away: its inputs are reconnected to its users, so edges are data flow
-between the remaining nodes.
+between the remaining nodes. With fx tracing, a function node also records ``module`` (the
+module whose forward called it, e.g. ``layer1.0`` for a residual add) and a module node
+``attrs`` its hyper-parameters shapes do not tell (``num_heads``, ``groups`` when > 1); the
+graph viewer folds and labels nodes with them.
 
 Three extractors share that output format (built by :mod:`.builder`):
 

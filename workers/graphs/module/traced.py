@@ -195,6 +195,7 @@ def _graph_from_fx(
                     out_shape=shape,
                     sources=src,
                 )
+                _note_attrs(b, node_id, module)
         else:
             op = op_type(node.target)
             if op not in GLUE_OPS:
@@ -203,12 +204,34 @@ def _graph_from_fx(
                 node_id = b.add(
                     node.name, "function", op, params=carried, out_shape=shape, sources=src
                 )
+                _note_module(b, node_id, node)
         if keep:
             sources[node], pending[node] = node_ids(node_id), ()
         else:
             sources[node], pending[node] = src, carried
             b.folded += 1
     return b.result("fx")
+
+
+def _note_module(b: Builder, node_id: int | None, node: fx.Node) -> None:
+    # A function node (a residual add, a cat) has no module name of its own; the module whose
+    # forward called it lets a viewer fold it together with that module's layers.
+    stack = node.meta.get("nn_module_stack") or {}
+    if node_id is not None and stack:
+        path, _ = list(stack.values())[-1]
+        b.nodes[node_id]["module"] = str(path)
+
+
+def _note_attrs(b: Builder, node_id: int | None, module: nn.Module) -> None:
+    # Hyper-parameters that shapes alone do not tell (an attention layer's head count).
+    # Convolution groups only when grouped (depthwise), not the usual 1.
+    attrs = {
+        key: value
+        for key in ("num_heads", "groups")
+        if isinstance(value := getattr(module, key, None), int) and (key != "groups" or value > 1)
+    }
+    if node_id is not None and attrs:
+        b.nodes[node_id]["attrs"] = attrs
 
 
 # ----------------------------------------------------------------------------- hooks
