@@ -255,3 +255,23 @@ def test_the_viewer_json_is_the_owners_alone(owner, outsider_browser):
     job.succeed("ok")
     response = outsider_browser.get(f"/architectures/{architecture.pk}/viewer.json")
     assert response.status_code == 404
+
+
+def test_the_properties_panel_shows_weight_statistics_of_an_attached_checkpoint(page, owner):
+    import torch
+
+    from tests.conftest import safetensors_bytes, upload
+    from webapp.checkpoints.models import create_checkpoint
+    from workers.zoo.build import build_model
+
+    architecture = inspected(owner, "cnn")
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in build_model("cnn").state_dict().items()}
+    weight = state["features.0.weight"]
+    create_checkpoint(owner, "init", upload("init.safetensors", safetensors_bytes(state)),
+                      architecture=architecture)  # fmt: skip
+    open_viewer(page, architecture)
+    click_node(page, node_key(page, "features.0"))
+    cell = page.locator(".gv-panel .gv-stats").first.inner_text()
+    assert cell.startswith("weight: μ ") and f"{weight.max().item():.3g}" in cell
+    assert screenshot(page, "graph_weight_stats").exists()

@@ -366,6 +366,6 @@ def viewer_document(documents: dict[str, Any]) -> dict[str, Any]:
         "views": views,
         "default_view": "module" if "module" in views else "ghn",
         "param_graph": parameter_graph,
-        # Weight statistics would need a checkpoint scan that stores them; none does yet.
+        # Filled in by the view from the newest attached checkpoint with statistics.
         "weight_stats": None,
     }

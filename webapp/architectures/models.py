@@ -125,6 +125,19 @@ class Architecture(Labelled, models.Model):
         self.inspected_at = timezone.now()
         self.save(update_fields=["num_params", "input_shape", "summary", "inspected_at"])
 
+    def weight_statistics(self) -> dict[str, Any] | None:
+        """Per-tensor statistics (mean, std, min, max) of the newest checkpoint attached to
+        this model whose scan read them (``.safetensors``), with where they came from; None
+        when no attached checkpoint has any."""
+        for checkpoint in self.checkpoints.order_by("-created_at", "-id").only(
+            "id", "name", "tensors"
+        ):
+            stats = {t["name"]: t["stats"] for t in checkpoint.tensors or [] if t.get("stats")}
+            if stats:
+                return {"checkpoint": {"id": checkpoint.pk, "name": checkpoint.name},
+                        "tensors": stats}  # fmt: skip
+        return None
+
     def latest_inspection(self):  # -> Job | None
         """The newest succeeded inspect job, whose artifacts hold the graph and tensor table."""
         return self.jobs.filter(kind="inspect", status="succeeded").order_by("-finished_at").first()

@@ -105,6 +105,7 @@ def architecture_viewer_data(request: HttpRequest, pk: int) -> JsonResponse:
     }
     document = viewer_document(documents)
     document["architecture"] = {"id": architecture.pk, "name": architecture.name}
+    document["weight_stats"] = architecture.weight_statistics()
     return JsonResponse(document)
 
 

@@ -24,6 +24,14 @@ SAFETENSORS_DTYPES: dict[str, int] = {
     "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8, "C64": 8,
 }  # fmt: skip
 MAX_HEADER = 100 * 2**20
+# Statistics are read for files up to this size (one streamed pass, a few MB at a time).
+MAX_STATISTICS_BYTES = 4 * 2**30
+_STATISTICS_CHUNK = 1 << 22
+# numpy types of the dtypes statistics are read for (BF16 is widened by hand).
+_NUMPY_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+    "I16": "<i2", "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8",
+}  # fmt: skip
 
 
 class CheckpointRefused(ModelError):
@@ -94,6 +102,11 @@ def scan_safetensors(fileobj: IO[bytes], size: int) -> CheckpointFacts:
         )
     if not tensors:
         raise CheckpointRefused("The .safetensors file holds no tensors.")
+    if size <= MAX_STATISTICS_BYTES:
+        for tensor, (begin, end) in zip(tensors, _spans_by_name(spans, tensors), strict=True):
+            stats = tensor_statistics(fileobj, 8 + header_len + begin, end - begin, tensor["dtype"])
+            if stats is not None:
+                tensor["stats"] = stats
     fileobj.seek(0)
     return CheckpointFacts(
         format="safetensors",
@@ -102,6 +115,58 @@ def scan_safetensors(fileobj: IO[bytes], size: int) -> CheckpointFacts:
         tensors=tensors,
         metadata={str(k): str(v) for k, v in metadata.items()},
     )
+
+
+def _spans_by_name(
+    spans: list[tuple[int, int, str]], tensors: list[dict]
+) -> list[tuple[int, int]]:
+    where = {name: (begin, end) for begin, end, name in spans}
+    return [where[t["name"]] for t in tensors]
+
+
+def tensor_statistics(fileobj: IO[bytes], offset: int, length: int, dtype: str) -> dict | None:
+    """Mean, standard deviation, minimum and maximum of one tensor's values, read from the
+    file in chunks of a few MB (the weight statistics the graph viewer shows); ``nonfinite``
+    counts NaN and infinite values, which the other figures leave out. None for dtypes
+    without a numpy reading (bool, fp8, complex) and for empty tensors."""
+    import numpy as np
+
+    numpy_dtype = _NUMPY_DTYPES.get(dtype)
+    if numpy_dtype is None or length == 0:
+        return None
+    item = np.dtype(numpy_dtype).itemsize
+    count, total, squares, nonfinite = 0, 0.0, 0.0, 0
+    low, high = np.inf, -np.inf
+    fileobj.seek(offset)
+    remaining = length
+    while remaining > 0:
+        raw = fileobj.read(min(_STATISTICS_CHUNK - _STATISTICS_CHUNK % item, remaining))
+        if not raw:
+            break
+        remaining -= len(raw)
+        values = np.frombuffer(raw, dtype=numpy_dtype)
+        if dtype == "BF16":  # the upper half of a float32
+            values = (values.astype(np.uint32) << 16).view(np.float32)
+        values = values.astype(np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            nonfinite += int((~finite).sum())
+            values = values[finite]
+        if values.size:
+            count += values.size
+            total += float(values.sum())
+            squares += float(np.square(values).sum())
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if count == 0:
+        return {"nonfinite": nonfinite} if nonfinite else None
+    mean = total / count
+    std = max(squares / count - mean * mean, 0.0) ** 0.5
+    stats = {"mean": mean, "std": std, "min": low, "max": high}
+    if nonfinite:
+        stats["nonfinite"] = nonfinite
+    # Six significant digits: enough to read, and tiny spreads (1e-8) are not rounded to 0.
+    return {key: float(f"{value:.6g}") if isinstance(value, float) else value
+            for key, value in stats.items()}  # fmt: skip
 
 
 def _entry_fields(name: str, entry: object) -> tuple[str, list[int], int, int]:

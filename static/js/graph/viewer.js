@@ -366,6 +366,14 @@ class Viewer {
     const total = node.params.reduce((sum, p) => sum + p.numel, 0);
     // Tensor names relative to the module path shown above ("weight", "out_proj.bias").
     const own = node.path + ".";
+    // Weight statistics of the newest attached checkpoint that has them (safetensors scan).
+    const stats = this.doc.weight_stats && this.doc.weight_stats.tensors;
+    const statText = (name) => {
+      const s = stats && stats[name];
+      if (!s) return "—";
+      const f = (x) => (x == null ? "?" : Number(x).toPrecision(3));
+      return `μ ${f(s.mean)} σ ${f(s.std)} [${f(s.min)}, ${f(s.max)}]` + (s.nonfinite ? ` · ${s.nonfinite} NaN/inf` : "");
+    };
     const rows = node.params.map((p) =>
       h("tr", {},
         h("td", { class: "mono", title: p.name, text: p.name.startsWith(own) ? p.name.slice(own.length) : p.name }),
@@ -373,6 +381,11 @@ class Viewer {
         h("td", { class: "num", text: number(p.numel) }),
         h("td", { text: p.nino == null ? "—" : p.nino ? "in graph" : "not read" })),
     );
+    const own_name = (name) => (name.startsWith(own) ? name.slice(own.length) : name);
+    const statLines = stats
+      ? node.params.filter((p) => stats[p.name]).map((p) =>
+          h("p", { class: "gv-stats" }, h("span", { class: "mono", text: own_name(p.name) + ": " }), statText(p.name)))
+      : [];
     const coverage = this.doc.param_graph && this.doc.param_graph.coverage;
     const left = coverage && coverage.left ? coverage.left.filter((row) => node.params.some((p) => p.name === row.name)) : [];
     const folds = prefixes(node.group).map((path) =>
@@ -394,6 +407,8 @@ class Viewer {
             h("thead", {}, h("tr", {}, h("th", { text: "Tensor" }), h("th", { text: "Shape" }), h("th", { class: "num", text: "Count" }), h("th", { text: "NiNo" }))),
             h("tbody", {}, ...rows))
         : h("p", { class: "muted", text: "No parameters." }),
+      statLines.length ? h("div", { class: "gv-weights" },
+        h("h4", { text: "Weights in checkpoint “" + this.doc.weight_stats.checkpoint.name + "”" }), ...statLines) : null,
       left.length ? h("p", { class: "warning small", text: "Left to the base optimizer: " + left.map((r) => `${r.name} (${r.reason})`).join("; ") }) : null,
       folds.length ? h("div", { class: "gv-folds" }, ...folds) : null,
     );
