@@ -10,7 +10,7 @@ conventions are described in ``workers.graphs.params.graph``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -124,6 +124,35 @@ class GraphBuilder:
         )
         self.blocks.append(_EdgeBlock(src, dst, edge_type, reverse))
         self.num_param_edges += len(src) * len(dst)
+
+    def split_block(
+        self, block: _EdgeBlock, pieces: list[tuple[int, int, Tensor, int, bool]]
+    ) -> None:
+        """Replace the weight edges of ``block`` by pieces over its destination rows.
+
+        Each piece ``(row_start, row_end, src, edge_type, reverse)`` holds those rows of the
+        block's parameter with new sources (one new bias node per piece for a bias block) and
+        type; the pieces must cover the rows in order. The traced attention reader uses this to
+        give a projection written as one ``Linear`` its query, key and value roles after the
+        fact; edge offsets of every later segment are recomputed (the total stays the same).
+        """
+        index = next(i for i, b in enumerate(self.blocks) if b is block)
+        seg = self.segments[index]
+        if seg.src_major or seg.row_end - seg.row_start != len(block.dst):
+            raise ModelError(f"Parameter {seg.name} cannot be split into attention roles.")
+        blocks, segments = [], []
+        for start, end, src, edge_type, reverse in pieces:
+            blocks.append(_EdgeBlock(src, block.dst[start:end], edge_type, reverse))
+            segments.append(replace(seg, row_start=seg.row_start + start,
+                                    row_end=seg.row_start + end, n_src=len(src),
+                                    n_dst=end - start))  # fmt: skip
+        self.blocks[index : index + 1] = blocks
+        self.segments[index : index + 1] = segments
+        offset = seg.edge_start
+        for i in range(index, len(self.segments)):
+            self.segments[i] = replace(self.segments[i], edge_start=offset)
+            offset += self.segments[i].n_src * self.segments[i].n_dst
+        self.num_param_edges = offset
 
     def aux_edges(self, src: Tensor, dst: Tensor, edge_type: int) -> None:
         """Record auxiliary one-to-one edges ``src[j] -> dst[j]`` (no parameter)."""

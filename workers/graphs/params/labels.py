@@ -33,13 +33,16 @@ class Val:
     ``labels`` are neuron ids (or, with ``param`` set, element indices of that parameter);
     ``act`` is the last nonlinearity applied since the last parameterised layer (it tells a
     gate from the gated value in a product); ``embedding`` is the edge block of an embedding
-    whose output has not been used yet (a second embedding added to it shares its neurons).
+    whose output has not been used yet (a second embedding added to it shares its neurons);
+    ``scores`` marks attention scores ``q @ k^T`` (``attention.Scores``: which query and key
+    neurons each head pairs), which hold no neurons but carry the heads to ``scores @ v``.
     """
 
     labels: Tensor
     param: str | None = None
     act: str | None = None
-    embedding: int | None = None
+    embedding: Any = None
+    scores: Any = None
 
     def with_labels(self, labels: Tensor) -> Val:
         """The same value with new (compacted) labels; a moved embedding output is used."""
@@ -47,8 +50,11 @@ class Val:
 
     @property
     def has_neurons(self) -> bool:
-        """True when some element belongs to a neuron (always true for parameter values)."""
-        return self.param is not None or bool((self.labels != NO_NEURON).any())
+        """True when some element belongs to a neuron (always true for parameter values and
+        attention scores)."""
+        if self.param is not None or self.scores is not None:
+            return True
+        return bool((self.labels != NO_NEURON).any())
 
 
 def compact(labels: Tensor) -> Tensor:

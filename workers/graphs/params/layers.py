@@ -35,6 +35,18 @@ class LayerWriter:
         self.b = builder
         self.left = left
         self.params = params
+        # Output neuron -> (weight block, bias block) of the Linear that made it (attention).
+        self.producers: dict[int, tuple[Any, Any]] = {}
+        # Value neurons of attention, which the output projection may read repeatedly (GQA).
+        self.value_nodes: set[int] = set()
+
+    @property
+    def values(self) -> Tensor:
+        """A boolean mask over node ids: the attention value neurons."""
+        mask = torch.zeros(self.b.num_nodes, dtype=torch.bool)
+        if self.value_nodes:
+            mask[torch.tensor(sorted(self.value_nodes))] = True
+        return mask
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -94,7 +106,9 @@ class LayerWriter:
         channel in consecutive runs (a flatten of ``C x H x W``) become kernel positions.
         """
         src = inputs
-        if len(torch.unique(inputs)) != len(inputs):
+        if len(torch.unique(inputs)) != len(inputs) and bool(self.values[inputs].all()):
+            pass  # grouped-query attention: value neurons of a kv head read by each query head
+        elif len(torch.unique(inputs)) != len(inputs):
             src, runs = _runs(inputs)
             if src is None or groups != 1 or src_major:
                 self.leave(w_name, "its inputs repeat channels in an order the graph cannot map")
@@ -103,11 +117,18 @@ class LayerWriter:
                 positions *= runs
         bias_node = self.b.nodes(1) if b_name is not None else None
         out = self.b.nodes(n_out)
+        weight = bias = None
         if src is not None:
             self._weight_edges(w_name, src, out, edge_type, positions, groups, src_major)
+            if w_name in self.b.param_shapes and edge_type == EDGE_TYPES["linear"]:
+                weight = self.b.blocks[-1]
         if b_name is not None:
             self.claim(b_name)
             self.b.param_edges(b_name, (0, n_out), bias_node, out, EDGE_TYPES["bias"])
+            bias = self.b.blocks[-1]
+        if weight is not None and positions == 1 and groups == 1 and not src_major:
+            # Projections that attention may later read as queries, keys or values.
+            self.producers.update({int(n): (weight, bias) for n in out})
         return out
 
     def _weight_edges(self, name: str, src: Tensor, out: Tensor, edge_type: int, positions: int,
@@ -164,13 +185,7 @@ class LayerWriter:
         if isinstance(module, nn.Embedding):
             if isinstance(x, Val) and x.has_neurons:
                 raise ModelError(f"Embedding {path} reads computed features, not token ids.")
-            self.claim(f"{name}weight")
-            rows, width = module.weight.shape
-            src, dst = self.b.nodes(rows), self.b.nodes(width)
-            block = len(self.b.blocks)
-            self.b.param_edges(f"{name}weight", (0, rows), src, dst,
-                               EDGE_TYPES["token_embedding"], src_major=True)  # fmt: skip
-            return Val(L.along(dst, result.dim() - 1, result.dim()), embedding=block)
+            return self.embedding(f"{name}weight", result)
         if isinstance(module, _NORM_LAYERS):
             axis = 1 if isinstance(module, _CHANNEL_FIRST_NORMS) else -1
             if getattr(module, "weight", None) is not None and module.weight.dim() != 1:
@@ -192,6 +207,15 @@ class LayerWriter:
         raise ModelError(
             f"Layer {path} ({type(module).__name__}) is not supported by the parameter graph."
         )
+
+    def embedding(self, w_name: str, result: Tensor) -> Val:
+        """An embedding table: one node per row, edges row -> embedding neuron."""
+        self.claim(w_name)
+        rows, width = self.params[w_name].shape
+        src, dst = self.b.nodes(rows), self.b.nodes(width)
+        self.b.param_edges(w_name, (0, rows), src, dst, EDGE_TYPES["token_embedding"],
+                           src_major=True)  # fmt: skip
+        return Val(L.along(dst, result.dim() - 1, result.dim()), embedding=self.b.blocks[-1])
 
     def attention(self, node: fx.Node, mha: nn.MultiheadAttention, name: str, args: Any,
                   kwargs: Any, values: tuple[Any, Any], result: Any) -> Any:  # fmt: skip
@@ -257,6 +281,12 @@ class LayerWriter:
             return val.param
 
         x, shape = args[0], arg_values[0].shape if isinstance(arg_values[0], Tensor) else None
+        if op == "embedding":  # F.embedding(ids, weight); aten.embedding(weight, ids)
+            w_at, ids_at = (0, 1) if isinstance(node.target, torch._ops.OpOverload) else (1, 0)
+            ids = args[ids_at] if len(args) > ids_at else None
+            if isinstance(ids, Val) and ids.has_neurons:
+                raise ModelError(f"The embedding at {where(node)} reads computed features.")
+            return self.embedding(str(param_at(w_at, "weight")), result)
         if op == "linear":
             w, b = param_at(1, "weight"), param_at(2, "bias")
             inputs = self.channel_nodes(node, x, -1, shape)
@@ -348,12 +378,19 @@ class LayerWriter:
                 f"The {op} at {where(node)} combines channels that do not pair one to one "
                 "(broadcast across channels); the parameter graph cannot follow it."
             )
-        if op in ("add", "sub") and (a.embedding is not None or b.embedding is not None):
+        if op in ("add", "sub") and a.embedding is not None and b.embedding is not None:
             # A second embedding summed into the first (positions): same neurons, as in GPT.
             raw, other, raw_side = (b, a, 1) if b.embedding is not None else (a, b, 0)
-            self.b.blocks[int(raw.embedding)].edge_type = EDGE_TYPES["position_embedding"]
+            raw.embedding.edge_type = EDGE_TYPES["position_embedding"]
             self.b.merge_nodes(p[raw_side], p[1 - raw_side])
             return Val(other.labels, act=other.act)
+        if op in ("add", "sub") and torch.equal(torch.sort(p[0]).values, torch.sort(p[1]).values):
+            # The same neurons, permuted, summed (rotary position embeddings: x * cos +
+            # rotate_half(x) * sin): a fixed rotation inside the head, no edge. The pairing of
+            # the rotated dimensions is not represented (``attention`` module docstring).
+            in_order = [v for v in (a, b) if bool((v.labels.flatten().diff() >= 0).all())]
+            kept = in_order[0] if in_order else a
+            return Val(kept.labels, act=kept.act)
         if op in ("add", "sub"):
             newer_b = bool(p[1].max() > p[0].max())
             src, dst = (p[0], p[1]) if newer_b else (p[1], p[0])

@@ -37,13 +37,22 @@ graphs read like the built-in ones:
   added to an unused first one (positions) shares its neurons (type 6), as in the built-in GPT.
 * ``nn.MultiheadAttention``: the built-in GPT layout (query/key/value roles, keys transposed
   onto the query neurons, one node per head joined to its query and value neurons).
+* Attention written with tensor ops (``q @ k.transpose``, softmax, ``@ v``, or
+  ``F.scaled_dot_product_attention``, grouped-query attention included): the same layout, read
+  from the labels of q, k and v (``workers.graphs.params.attention``); rotary position
+  embeddings are a rotation inside a head (no edges, their pairing not represented). Norms
+  written with tensor ops work too: a statistic over the channels kept for broadcasting
+  (``mean(-1, keepdim=True)``) holds no neurons.
+* Models fx cannot trace whose first layer is an ``Embedding`` (Hugging Face causal LMs) are
+  read from their ``torch.export`` program instead (``tracing.trace``).
 
 Never silently wrong: a parameter the graph cannot place faithfully (a kernel above 3x3, an
 elementwise parameter of an odd layout, ``PReLU`` slopes, ``add_bias_kv``, a layer whose
 inputs repeat channels irregularly, a parameter the forward does not use) is left to the base
 optimizer and listed in ``ParamGraph.left`` with the reason; data flow the tracer cannot
-follow (attention written with tensor products, reductions over channels, an op it does not
-know, untraceable Python control flow) raises ``ModelError`` naming the op and its module.
+follow (products of computed tensors other than attention, einsum, a Linear stored
+transposed as ``addmm`` (GPT-2's Conv1D), reductions over channels, an op it does not know,
+untraceable Python control flow) raises ``ModelError`` naming the op and its module.
 
 Which builder runs (``workers.graphs.params.builder.build_param_graph``): models containing a
 block registered with ``register_block`` (the built-in residual CNN, GPT and Llama families)
@@ -58,6 +67,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -65,6 +75,7 @@ from torch import Tensor, fx, nn
 
 from workers.errors import ModelError
 from workers.graphs.params import labels as L
+from workers.graphs.params.attention import PRODUCTS, AttentionReader
 from workers.graphs.params.builder import GraphBuilder
 from workers.graphs.params.container import ParamGraph
 from workers.graphs.params.labels import NO_NEURON, Val
@@ -105,13 +116,13 @@ _PASS = frozenset(
     "max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d "
     "adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d "
     "adaptive_max_pool3d lp_pool2d interpolate upsample contiguous clone to float double half "
-    "bfloat16 type type_as detach neg abs pow sqrt rsqrt square clamp clamp_min clamp_max clip "
-    "softmax log_softmax identity".split()
+    "bfloat16 type type_as detach alias neg abs pow sqrt rsqrt square clamp clamp_min clamp_max "
+    "clip softmax log_softmax identity".split()
 )
 _SHAPE = frozenset(
     "view reshape flatten unflatten permute transpose t squeeze unsqueeze expand expand_as "
-    "repeat flip roll narrow select movedim swapaxes getitem split chunk unbind tensor_split "
-    "cat concat concatenate stack".split()
+    "repeat repeat_interleave flip roll narrow slice select movedim swapaxes getitem split chunk "
+    "unbind tensor_split cat concat concatenate stack".split()
 )
 _REDUCE = frozenset("mean sum amax amin max min std var".split())
 _BINARY = {
@@ -167,6 +178,8 @@ def _read(model: nn.Module, example: Tensor | None) -> _Reader:
 
 def _read_once(model: nn.Module, example: Tensor | None) -> _Reader:
     gm = trace(model)
+    if example is None and "example" in gm.meta:  # exported with this input
+        example = gm.meta["example"]
     examples = [example] if example is not None else list(candidate_examples(model, gm))
     first: ShapeError | None = None
     for candidate in examples:
@@ -202,6 +215,7 @@ class _Reader(fx.Interpreter):
         from workers.graphs.params.layers import LayerWriter
 
         self.w = LayerWriter(self.b, self.left, self.params)
+        self.attention = AttentionReader(self.w)
 
     def read(self, example: Tensor) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -261,6 +275,8 @@ class _Reader(fx.Interpreter):
             return None
         args = fx.node.map_arg(n.args, lambda a: self.vals.get(a))
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.vals.get(a))
+        if n.op == "call_module" and str(n.target) == "_guards_fn":
+            return None  # an exported program's input checks: no data flow
         if n.op == "call_module":
             return self.w.module(n, self.modules[str(n.target)], str(n.target), args, kwargs,
                                  self._values(n), result)  # fmt: skip
@@ -272,6 +288,10 @@ class _Reader(fx.Interpreter):
             return args[0][n.args[1]]
         if not flows:
             return None
+        if any(isinstance(v, Val) and v.scores is not None for v in _flat(args)):
+            return self.attention.scores_op(n, op, args, self._values(n), result)
+        if op in PRODUCTS and _two_flows(op, args, kwargs):
+            return self.attention.product(n, op, args, kwargs, self._values(n), result)
         if op in _BINARY:
             return self.binary(n, _BINARY[op], args, result)
         if op in _ACTIVATIONS or op in _PASS or op == "pad":
@@ -283,11 +303,17 @@ class _Reader(fx.Interpreter):
         functional = self.w.functional(n, op, args, kwargs, self._values(n), result)
         if functional is not NotImplemented:
             return functional
+        if op == "addmm" and isinstance(args[2], Val) and args[2].param is not None:
+            raise ModelError(
+                f"The forward applies addmm with the weight {args[2].param} ({where(n)}): a "
+                "Linear stored transposed (transformers' Conv1D, as in GPT-2), whose columns the "
+                "parameter graph cannot split into query/key/value roles yet."
+            )
         if op in _PRODUCTS:
             raise ModelError(
                 f"The forward multiplies two computed tensors with {op} ({where(n)}), as "
-                "attention written with tensor ops does; the parameter graph cannot follow that "
-                "data flow yet (nn.MultiheadAttention is supported)."
+                "attention written with tensor ops does; the parameter graph follows it only as "
+                "matmul/bmm (q @ k^T, softmax, @ v) or scaled_dot_product_attention."
             )
         raise ModelError(
             f"The forward applies {op} ({where(n)}); the parameter graph cannot follow data "
@@ -341,13 +367,16 @@ class _Reader(fx.Interpreter):
         a = a if isinstance(a, Val) else None
         b = b if isinstance(b, Val) else None
         if a is None or b is None:
-            return a or b  # type: ignore[return-value]  # a constant or a statistic: no edges
+            # A constant or a statistic: no edges. An embedding output used here is no longer
+            # one a second embedding could be summed into.
+            kept = a or b
+            return replace(kept, embedding=None) if kept is not None else None
         if a.param is not None and b.param is not None:
             raise ModelError(f"The forward combines two parameters with {op} ({where(n)}).")
         if a.param is not None or b.param is not None:
             param, flow = (a, b) if a.param is not None else (b, a)
             self.w.elementwise_param(n, op, param, flow.labels)
-            return flow
+            return replace(flow, embedding=None)
         return self.w.join(n, op, a, b)
 
     # -- shapes -----------------------------------------------------------------------------------
@@ -421,6 +450,10 @@ class _Reader(fx.Interpreter):
             dims = list(range(len(shape)))
         else:
             dims = [d % len(shape) for d in ([dim] if isinstance(dim, int) else dim)]
+        if any(x.labels.shape[d] > 1 for d in dims) and keepdim:
+            # A statistic over the channels broadcast back onto them (a norm written with
+            # tensor ops: mean, var, x * rsqrt(mean(x^2))): it holds no neuron of its own.
+            return None
         if any(x.labels.shape[d] > 1 for d in dims):
             raise ModelError(
                 f"The forward reduces over the channels with {op} ({where(n)}); the parameter "
@@ -442,6 +475,14 @@ def _has_tensor(value: Any) -> bool:
     if isinstance(value, (tuple, list)):
         return any(_has_tensor(v) for v in value)
     return False
+
+
+def _two_flows(op: str, args: Any, kwargs: Any) -> bool:
+    """Whether a product multiplies computed features (attention), not features by a weight."""
+    if op == "scaled_dot_product_attention":
+        return True
+    operands = list(args[:2]) if len(args) >= 2 else [*args, kwargs.get("other")]
+    return all(isinstance(v, Val) and v.param is None and v.has_neurons for v in operands)
 
 
 def _flat(value: Any) -> list[Any]:

@@ -61,6 +61,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
+    """The fx trace of ``model``; for a token model fx cannot trace (Hugging Face causal LMs
+    branch on tensor values), its ``torch.export`` program instead (``meta["example"]`` holds
+    the token batch it was exported with)."""
     from workers.graphs.module.traced import _defaults_beyond
 
     with eval_mode(model):
@@ -69,11 +72,33 @@ def trace(model: nn.Module) -> fx.GraphModule:
             graph = tracer.trace(model, concrete_args=_defaults_beyond(model, 1))
         except Exception as exc:  # noqa: BLE001 - fx raises many kinds of errors
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            exported = _exported(model)
+            if exported is not None:
+                return exported
             raise ModelError(
                 f"The model's forward cannot be traced ({message[:200]}); the parameter graph "
                 "reads the data flow from a torch.fx trace."
             ) from exc
     return fx.GraphModule(tracer.root, graph)
+
+
+def _exported(model: nn.Module) -> fx.GraphModule | None:
+    """``torch.export`` of a model whose first layer is an ``Embedding`` (token ids in), or
+    None. The exported program is aten ops; parameters stay ``get_attr`` nodes by name."""
+    first = next((m for m in model.modules() if is_layer(m)), None)
+    if not isinstance(first, nn.Embedding):
+        return None
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else None
+    for length in (8, 4, 1):  # a window shorter than the model's context
+        example = torch.zeros(1, length, dtype=torch.long, device=device)
+        try:
+            gm = torch.export.export(model, (example,), strict=False).module()
+        except Exception:  # noqa: BLE001 - then the fx reason is the one to report
+            continue
+        gm.meta["example"] = example
+        return gm
+    return None
 
 
 def first_layer(gm: fx.GraphModule) -> nn.Module | None:
