@@ -12,6 +12,7 @@ from webapp.core.labels import TagError, normalise_tags, tag_list
 from webapp.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
+MLP_1D = {"in_features": 40, "hidden": [16], "num_classes": 10}
 
 
 def test_tags_are_stored_lower_cased_trimmed_de_duplicated_and_sorted():
@@ -246,7 +247,7 @@ def test_models_called_alike_show_their_short_hash_on_the_dashboard(browser, own
 
 
 def test_a_person_names_and_tags_a_run_on_the_train_form_and_finds_it_by_the_tag(browser, owner):
-    architecture = zoo_architecture(owner, "mlp", {"in_features": 40, "hidden": [16], "num_classes": 10})
+    architecture = zoo_architecture(owner, "mlp", MLP_1D)
     form = {"dataset": "builtin:mnist1d", "accelerator": "none", "optimizer": "adamw",
             "lr": "0.003", "batch_size": "64", "steps": "100", "eval_every": "20",
             "period": "50", "targets": "", "run_name": "  lr sweep 3e-3 ",
@@ -260,7 +261,7 @@ def test_a_person_names_and_tags_a_run_on_the_train_form_and_finds_it_by_the_tag
 
 
 def test_a_bad_tag_on_the_train_form_is_refused_before_any_job_exists(browser, owner):
-    architecture = zoo_architecture(owner, "mlp", {"in_features": 40, "hidden": [16], "num_classes": 10})
+    architecture = zoo_architecture(owner, "mlp", MLP_1D)
     form = {"dataset": "builtin:mnist1d", "accelerator": "none", "optimizer": "adamw",
             "lr": "0.003", "batch_size": "64", "steps": "100", "eval_every": "20",
             "period": "50", "targets": "", "run_tags": "n/a"}  # fmt: skip

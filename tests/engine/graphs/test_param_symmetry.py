@@ -16,8 +16,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from workers.graphs.params.builder import build_param_graph
 from workers.graphs.params.container import graph_features
+from workers.graphs.params.graph import build_param_graph
 from workers.zoo.build import build_model
 
 

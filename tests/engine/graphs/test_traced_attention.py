@@ -16,8 +16,8 @@ from torch import nn
 
 from tests.engine.graphs.test_param_symmetry import check, clone, ends, permute_cols, permute_rows
 from workers.errors import ModelError
-from workers.graphs.params.builder import build_param_graph, chain_param_graph
 from workers.graphs.params.container import EDGE_TYPES
+from workers.graphs.params.graph import build_param_graph, chain_param_graph
 from workers.graphs.params.traced import traced_param_graph
 from workers.zoo.builtin import CharTransformer, Llama
 

@@ -11,8 +11,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from workers.errors import ModelError
-from workers.graphs.params.builder import build_param_graph, chain_param_graph
 from workers.graphs.params.container import EDGE_TYPES, graph_features, params_from_features
+from workers.graphs.params.graph import build_param_graph, chain_param_graph
 from workers.graphs.params.summary import param_graph_summary
 from workers.zoo.build import build_model
 

@@ -388,32 +388,3 @@ class GraphBuilder:
             param_shapes=dict(self.param_shapes),
             left=tuple(left or ()),
         )
-
-
-def uses_registered_blocks(model: nn.Module) -> bool:
-    """True when some module of ``model`` has a ``register_block`` handler (built-in families)."""
-    return any(block_handler(type(m)) is not None for m in model.modules())
-
-
-def build_param_graph(model: nn.Module, example: Tensor | None = None) -> ParamGraph:
-    """Build the parameter graph of ``model``.
-
-    Models with registered blocks (the built-in residual CNN, GPT and Llama families) are read
-    by the chain-and-handler builder of this module; every other model from its traced data
-    flow (``workers.graphs.params.traced``, on ``example`` or a guessed input), which leaves
-    what it cannot place to the base optimizer (``ParamGraph.left``). Parameter values are
-    never read, so a model on the meta device works (and costs no memory). Raises
-    ``ModelError`` naming the layer or op the graph cannot represent.
-    """
-    if not uses_registered_blocks(model):
-        from workers.graphs.params.traced import traced_param_graph
-
-        return traced_param_graph(model, example)
-    return chain_param_graph(model)
-
-
-def chain_param_graph(model: nn.Module) -> ParamGraph:
-    """The chain-and-handler builder: containers as chains, registered blocks by handler."""
-    builder = GraphBuilder(model)
-    builder.module(model, None, root=True)
-    return builder.finish()

@@ -39,7 +39,8 @@ builder (``builder``): containers as chains in registration order, registered bl
 handler, which knows their data flow. Every other model is read from its traced data flow
 (``traced``: torch.fx plus neuron labels, ``labels``; the layers' edges in ``layers``), which
 follows skips, concatenations, flattens, grouped convolutions, class tokens and
-``nn.MultiheadAttention``, spreads kernels above 3x3 over parallel edges, leaves what it cannot
+``nn.MultiheadAttention`` and attention written with tensor ops, leaves kernels above 3x3 and
+what it cannot
 place to the base optimizer (``ParamGraph.left``, ``ParamGraph.coverage()``) and refuses, naming
 the op, data flow it cannot follow. The built-in chains (``mlp``, ``cnn``: the golden FM/16)
 get the same graph from both builders. ``loose`` adds left-out parameters as unconnected edges
@@ -47,11 +48,15 @@ for the per-parameter WNN+ baseline.
 
 This module is the package's front door and re-exports its public names; the code lives in
 ``container`` (``ParamGraph``, edge features, the map back to parameters, PyG ``Data``),
-``builder`` (``build_param_graph``, ``GraphBuilder``), ``registry``, ``blocks``, ``traced``,
+``builder`` (``GraphBuilder``), ``registry``, ``blocks``, ``traced``,
 ``labels``, ``layers`` and ``loose``.
 """
 
-from workers.graphs.params.builder import GraphBuilder, build_param_graph
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from workers.graphs.params.builder import GraphBuilder
 from workers.graphs.params.container import (
     AUX_VALUE,
     EDGE_TYPES,
@@ -64,6 +69,7 @@ from workers.graphs.params.container import (
     params_from_features,
 )
 from workers.graphs.params.registry import BlockHandler, block_handler, register_block
+from workers.graphs.params.traced import traced_param_graph
 
 __all__ = [
     "AUX_VALUE",
@@ -77,7 +83,36 @@ __all__ = [
     "ParamSegment",
     "block_handler",
     "build_param_graph",
+    "chain_param_graph",
     "graph_features",
     "params_from_features",
     "register_block",
+    "uses_registered_blocks",
 ]
+
+
+def uses_registered_blocks(model: nn.Module) -> bool:
+    """True when some module of ``model`` has a ``register_block`` handler (built-in families)."""
+    return any(block_handler(type(m)) is not None for m in model.modules())
+
+
+def build_param_graph(model: nn.Module, example: Tensor | None = None) -> ParamGraph:
+    """Build the parameter graph of ``model``.
+
+    Models with registered blocks (the built-in residual CNN, GPT and Llama families) are read
+    by the chain-and-handler builder (``GraphBuilder``); every other model from its traced data
+    flow (``workers.graphs.params.traced``, on ``example`` or a guessed input), which leaves
+    what it cannot place to the base optimizer (``ParamGraph.left``). Parameter values are
+    never read, so a model on the meta device works (and costs no memory). Raises
+    ``ModelError`` naming the layer or op the graph cannot represent.
+    """
+    if not uses_registered_blocks(model):
+        return traced_param_graph(model, example)
+    return chain_param_graph(model)
+
+
+def chain_param_graph(model: nn.Module) -> ParamGraph:
+    """The chain-and-handler builder: containers as chains, registered blocks by handler."""
+    builder = GraphBuilder(model)
+    builder.module(model, None, root=True)
+    return builder.finish()

@@ -31,8 +31,14 @@ _CHANNEL_FIRST_NORMS = (
 class LayerWriter:
     """Adds the nodes and edges of single ops; ``left`` collects what the graph leaves out."""
 
-    def __init__(self, builder: GraphBuilder, left: dict[str, str], params: dict[str, Tensor]):
+    def __init__(
+        self, builder: GraphBuilder, left: dict[str, str], params: dict[str, Tensor],
+        large_kernels: str = "base",
+    ) -> None:  # fmt: skip
         self.b = builder
+        # Kernels above 3x3: "base" (left to the base optimizer) or "edges" (parallel edges);
+        # see LARGE_KERNELS in workers.graphs.params.traced.
+        self.large_kernels = large_kernels
         self.left = left
         self.params = params
         # Output neuron -> (weight block, bias block) of the Linear that made it (attention).
@@ -133,9 +139,7 @@ class LayerWriter:
 
     def _weight_edges(self, name: str, src: Tensor, out: Tensor, edge_type: int, positions: int,
                       groups: int, src_major: bool) -> None:  # fmt: skip
-        from workers.graphs.params.traced import LARGE_KERNELS
-
-        if positions > MAX_FEAT and LARGE_KERNELS == "base":
+        if positions > MAX_FEAT and self.large_kernels == "base":
             self.leave(name, f"{positions} kernel positions: above 3x3, nowcasting them hurts")
             return
         self.claim(name)
@@ -403,11 +407,13 @@ class LayerWriter:
         return Val(L.merged(a.labels, b.labels, keep_b=not gate_b), act=kept.act)
 
 
+# Nonlinearities whose output gates another tensor in ``a * b`` (squeeze-excitation, SwiGLU).
+_GATES = frozenset({"sigmoid", "hardsigmoid", "tanh", "softmax"})
+
+
 def _is_gate(b: Val, a: Val) -> bool:
     """Whether ``b`` gates ``a`` in ``a * b``: the side that went through a sigmoid-like
     nonlinearity (or any nonlinearity, when only one did); else the newer side."""
-    from workers.graphs.params.traced import _GATES
-
     b_gate, a_gate = b.act in _GATES, a.act in _GATES
     if b_gate != a_gate:
         return b_gate

@@ -18,8 +18,14 @@ import torch
 from torch import nn
 
 from workers.errors import ModelError
-from workers.graphs.params.builder import GraphBuilder, uses_registered_blocks
-from workers.graphs.params.graph import EDGE_TYPES, ParamGraph, build_param_graph, graph_features
+from workers.graphs.params.builder import GraphBuilder
+from workers.graphs.params.graph import (
+    EDGE_TYPES,
+    ParamGraph,
+    build_param_graph,
+    graph_features,
+    uses_registered_blocks,
+)
 
 TYPE_NAMES = {index: name for name, index in EDGE_TYPES.items()}
 MAX_LISTED_EDGES = 5_000

@@ -79,6 +79,7 @@ from workers.graphs.params.attention import PRODUCTS, AttentionReader
 from workers.graphs.params.builder import GraphBuilder
 from workers.graphs.params.container import ParamGraph
 from workers.graphs.params.labels import NO_NEURON, Val
+from workers.graphs.params.layers import LayerWriter
 from workers.graphs.params.tracing import (
     ShapeError,
     candidate_examples,
@@ -110,7 +111,6 @@ _ACTIVATIONS = frozenset(
     "relu relu6 gelu silu sigmoid tanh hardswish hardsigmoid hardtanh leaky_relu elu selu celu "
     "mish softplus softsign logsigmoid exp".split()
 )
-_GATES = frozenset({"sigmoid", "hardsigmoid", "tanh", "softmax"})
 _PASS = frozenset(
     "dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout stochastic_depth "
     "max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d "
@@ -212,9 +212,8 @@ class _Reader(fx.Interpreter):
         self.b = GraphBuilder(model)
         self.vals: dict[fx.Node, Any] = {}
         self.left: dict[str, str] = {}
-        from workers.graphs.params.layers import LayerWriter
-
-        self.w = LayerWriter(self.b, self.left, self.params)
+        # LARGE_KERNELS is read when a model is read, so a benchmark may switch it.
+        self.w = LayerWriter(self.b, self.left, self.params, large_kernels=LARGE_KERNELS)
         self.attention = AttentionReader(self.w)
 
     def read(self, example: Tensor) -> None:
