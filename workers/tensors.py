@@ -33,3 +33,25 @@ def without_aliases(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(key)
         unique[name] = tensor
     return unique
+
+
+def state_mismatch(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+    required: list[str] | None = None,
+) -> str:
+    """What keeps ``state`` from loading into a model whose state is ``expected``, as a
+    clause ("missing a, b; unexpected c; wrong shape for d"), or "" when it fits.
+    ``required``: the names that must be present (default: every expected name)."""
+    missing = sorted(name for name in (required or expected) if name not in state)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:5])}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:5])}")
+    if wrong:
+        parts.append(f"wrong shape for {', '.join(wrong[:5])}")
+    return "; ".join(parts)

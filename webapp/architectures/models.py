@@ -18,6 +18,9 @@ class Architecture(Labelled, models.Model):
     filled in by the worker's inspect job through :meth:`record_inspection`.
     """
 
+    labels_route, delete_route = "architecture-labels", "architecture-delete"
+    labels_show_name = False  # the page's heading is the name
+
     class Source(models.TextChoices):
         ZOO = "zoo", "Built-in zoo"
         EXPORT = "export", "torch.export archive (.pt2)"

@@ -203,7 +203,7 @@ def architecture_labels(request: HttpRequest, pk: int) -> HttpResponse:
     return labels_response(
         request,
         architecture,
-        "architectures/partials/labels.html",
+        "partials/labels.html",
         name_required=True,
         # The model's name heads its page and titles it: a new name reloads the page.
         refresh_on_name=True,

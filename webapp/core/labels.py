@@ -92,6 +92,24 @@ class Labelled:
     name: str
     tags: str
     notes: str
+    pk: Any
+    # The routes of the shared partial (templates/partials/labels.html): its inline form and
+    # the delete confirmation; whether it shows the name (a model's page has it as heading).
+    labels_route = ""
+    delete_route = ""
+    labels_show_name = True
+
+    @property
+    def labels_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse(self.labels_route, args=[self.pk])
+
+    @property
+    def delete_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse(self.delete_route, args=[self.pk])
 
     @property
     def tag_list(self) -> list[str]:

@@ -54,6 +54,8 @@ class Job(Labelled, models.Model):
     one-liner shown while it runs; ``error`` holds the reason when it failed.
     """
 
+    labels_route, delete_route = "job-labels", "job-delete"
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"

@@ -298,7 +298,7 @@ def job_labels(request: HttpRequest, pk: int) -> HttpResponse:
     """The name, tags and notes on the job page: shown, an inline form (``?edit=1``), saved
     (POST). htmx swaps the partial; without htmx a POST goes back to the page."""
     job = _own_job(request, pk)
-    return labels_response(request, job, "jobs/partials/labels.html", name_required=False)
+    return labels_response(request, job, "partials/labels.html", name_required=False)
 
 
 @login_required

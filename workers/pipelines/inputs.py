@@ -17,6 +17,7 @@ from torch import nn
 from workers.data.datasets import TrainingData
 from workers.errors import ModelError
 from workers.safety.pickles import MAX_INFLATED
+from workers.tensors import state_mismatch
 
 
 def model_builder(source: str, name: str = "", args: dict | None = None,
@@ -104,21 +105,9 @@ def with_weights(build: Callable[[], nn.Module], state: dict[str, Any]) -> Calla
 
     def build_and_load() -> nn.Module:
         model = build()
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = [
-            k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-        ]
-        if missing or unexpected or wrong:
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(missing[:5])}")
-            if unexpected:
-                parts.append(f"unexpected {', '.join(unexpected[:5])}")
-            if wrong:
-                parts.append(f"wrong shape for {', '.join(wrong[:5])}")
-            raise ModelError("The checkpoint does not fit this model: " + "; ".join(parts) + ".")
+        mismatch = state_mismatch(model.state_dict(), state)
+        if mismatch:
+            raise ModelError(f"The checkpoint does not fit this model: {mismatch}.")
         model.load_state_dict(state)
         return model
 

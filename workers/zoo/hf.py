@@ -25,6 +25,7 @@ from torch import nn
 
 from workers.errors import ModelError
 from workers.safety.hf_config import check_hf_config, read_hf_config
+from workers.tensors import state_mismatch
 
 # Character-level windows; a config allowing longer positions still trains on this many.
 DEFAULT_CONTEXT = 128
@@ -96,18 +97,10 @@ def load_hf_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modu
     saves under one name only, and buffers the file leaves out keep the built model's."""
     expected = model.state_dict()
     # named_parameters() names each shared tensor once; the other names are its aliases.
-    missing = sorted(name for name, _ in model.named_parameters() if name not in state)
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])}")
-        if wrong:
-            parts.append(f"wrong shape for {', '.join(wrong[:5])}")
-        raise ModelError("The weights do not fit this config: " + "; ".join(parts) + ".")
+    required = [name for name, _ in model.named_parameters()]
+    mismatch = state_mismatch(expected, state, required=required)
+    if mismatch:
+        raise ModelError(f"The weights do not fit this config: {mismatch}.")
     model.load_state_dict(state, strict=False)
     return model
 
