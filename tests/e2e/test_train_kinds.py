@@ -104,7 +104,7 @@ def train(api, architecture: int, parameters: dict) -> dict:
     return job
 
 
-def test_a_script_trains_an_uploaded_pt2_resnet_with_batchnorm_and_a_shortcut(
+def test_a_script_trains_an_uploaded_pt2_resnet_with_nino_and_the_plain_optimizer(
     api, worker, tmp_path
 ):
     from webapp.jobs.models import Job
@@ -114,11 +114,15 @@ def test_a_script_trains_an_uploaded_pt2_resnet_with_batchnorm_and_a_shortcut(
                                                                       resnet_pt2(tmp_path))}
     ).json()  # fmt: skip
     dataset = add_dataset(api, "fashion-2k.npz", fashion_subset())
+    # NiNo with the plain optimizer alongside: the exported program's graph is traced on the
+    # data's own batch shape (1×28×28), not a guessed 3-channel image.
     job = train(api, architecture["id"], {
-        "dataset_id": dataset, "accelerator": "none", "optimizer": "adam", "lr": 0.01,
-        "steps": 60, "eval_every": 30, "batch_size": 64, "device": "cpu",
+        "dataset_id": dataset, "accelerator": "nino", "compare": True, "optimizer": "adam",
+        "lr": 0.01, "steps": 60, "eval_every": 30, "period": 30, "batch_size": 64,
+        "device": "cpu",
     })  # fmt: skip
     assert job["status"] == "succeeded", (job["error"], worker.log()[-3000:])
+    assert job["result"]["runs"]["nino"]["nowcasts"] >= 1
     run = job["result"]["runs"]["plain"]
     assert run["steps_done"] == 60
     # Ten classes: chance is 0.1; 60 Adam steps of a ResNet get well past it.

@@ -344,7 +344,12 @@ def neural_graphs(model: Any, example: Any = None) -> dict[str, Any]:
         arch = architecture_graph(model, example).to_json()
     except Exception as exc:  # noqa: BLE001 - reported on the page, the inspection goes on
         arch = {"error": f"The architecture graph could not be built: {_last_line(exc)}"}
-    return {"arch_graph": arch, "param_graph": param_graph_summary(model)}
+    import torch
+
+    # The traced parameter graph reads the data flow on the same batch (an exported program
+    # accepts only the shapes it was exported with).
+    batch = example if isinstance(example, torch.Tensor) else None
+    return {"arch_graph": arch, "param_graph": param_graph_summary(model, example=batch)}
 
 
 def inspect_exported(path: str) -> InspectionResult:
@@ -385,7 +390,7 @@ def inspect_exported(path: str) -> InspectionResult:
         layers=layers_from_graph(graph),
         input_shape=_exported_input_shape(ep, graph),
         graph=graph,
-        **neural_graphs(ep.module()),
+        **neural_graphs(ep.module(), first),
         device="cpu",
         output_shape=output,
         input_dtype=_dtype_name(first),

@@ -106,12 +106,15 @@ def make_accelerated_optimizer(
     device: torch.device | str = "cpu",
     *,
     checkpoint: str | None = None,
+    example: torch.Tensor | None = None,
 ) -> Any:
     """The spec's base optimizer, wrapped by the named accelerator of ``workers.catalog``
     (NiNo with the accelerator's meta-model, nowcasting every ``spec.period`` steps).
 
     ``checkpoint`` (a path or a name ``workers.nino.load_model`` resolves) replaces the
     accelerator's meta-model — for trying other weights with the same settings.
+    ``example``: an input batch the parameter graph traces the data flow on; without it the
+    shape is guessed from the first layer, which an exported (``.pt2``) program pins down.
     """
     optimizer = make_optimizer(
         spec.optimizer, model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay
@@ -123,7 +126,7 @@ def make_accelerated_optimizer(
     from workers.nino.optimizer import NiNo, NowcastConfig
 
     config = NowcastConfig(period=spec.period, max_steps=max(spec.steps, spec.period))
-    return NiNo(optimizer, model, load_model(checkpoint).to(device), config)
+    return NiNo(optimizer, model, load_model(checkpoint).to(device), config, example=example)
 
 
 def run_training(
@@ -161,7 +164,10 @@ def run_training(
         label = "plain" if accelerator == "none" else accelerator
         model = copy.deepcopy(initial).to(device)
         first = first or model
-        optimizer = make_accelerated_optimizer(accelerator, model, spec, device)
+        # The data's own batch: the traced graph then sees the shapes training will use.
+        optimizer = make_accelerated_optimizer(
+            accelerator, model, spec, device, example=data.example_batch(1).to(device)
+        )
         run = _RunReport(metrics, progress, label, index, len(runs), spec, metric, optimizer)
         try:
             result = train(

@@ -38,3 +38,16 @@ def test_an_exported_module_switches_modes_like_the_original_even_when_copied(tm
     assert not torch.equal(model.bn.running_mean, before)  # batch statistics are tracked
     again = copy.deepcopy(model).eval()
     assert torch.equal(again(x), again(x))
+
+
+def test_inspecting_an_uploaded_pt2_resnet_reads_its_parameter_graph_on_its_own_input(tmp_path):
+    # The exported program accepts only 1-channel 28×28 images: the traced parameter graph
+    # must read the data flow on the program's example, not on a guessed 3-channel image.
+    from tests.e2e.test_train_kinds import resnet_pt2
+    from workers.pipelines.inspect import inspect_exported
+
+    path = tmp_path / "upload.pt2"
+    path.write_bytes(resnet_pt2(tmp_path))
+    summary = inspect_exported(str(path)).param_graph
+    assert summary["supported"], summary.get("reason")
+    assert summary["coverage"]["nowcast"] == summary["coverage"]["total"]

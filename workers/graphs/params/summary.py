@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from workers.errors import ModelError
 from workers.graphs.params.builder import GraphBuilder
@@ -31,8 +31,11 @@ TYPE_NAMES = {index: name for name, index in EDGE_TYPES.items()}
 MAX_LISTED_EDGES = 5_000
 
 
-def param_graph_summary(model: nn.Module, *, max_edges: int = MAX_LISTED_EDGES) -> dict[str, Any]:
+def param_graph_summary(
+    model: nn.Module, *, max_edges: int = MAX_LISTED_EDGES, example: Tensor | None = None
+) -> dict[str, Any]:
     """Nodes, edges, edges per type and per parameter; the edge list when it is small.
+    ``example``: the input batch the traced data flow is read on (else a guessed one).
 
     Listed edges are ``[source, target, type, value]`` with the first feature position of the
     current weights (the kernel's first tap for convolutions); a model on the meta device gets
@@ -49,7 +52,7 @@ def param_graph_summary(model: nn.Module, *, max_edges: int = MAX_LISTED_EDGES) 
             # (VGG, ViT-H) costs no edge memory unless its edges are listed.
             from workers.graphs.params.traced import read_data_flow
 
-            reading = read_data_flow(model)
+            reading = read_data_flow(model, example)
             builder, left = reading.b, reading.left_params()
     except ModelError as error:
         params = list(model.named_parameters())
