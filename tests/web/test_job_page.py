@@ -134,3 +134,12 @@ def test_runs_get_stable_colours_with_the_plain_baseline_red(browser, owner):
     body = browser.get(f"/jobs/{job.pk}/charts.json").json()
     colours = {s["run"]: s["colour"] for s in body["series"]}
     assert colours["plain"] == "#dc2626" and colours["nino"] == "#2563eb"
+
+
+def test_the_plain_baseline_is_dashed_so_the_identical_nino_line_shows_before_the_first_jump(
+    browser, owner
+):
+    job = trained_job(owner)
+    series = browser.get(f"/jobs/{job.pk}/charts.json").json()["series"]
+    dashed = {s["run"]: s["dash"] for s in series}
+    assert dashed["plain"] is True and dashed["nino"] is False

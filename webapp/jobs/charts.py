@@ -136,10 +136,14 @@ def chart_payload(job: Any, after: datetime | None = None) -> dict[str, Any]:
             cursor = recorded
     all_runs = job.metrics.values_list("series", flat=True).distinct()
     colours = run_colours(split_name(name)[0] for name in all_runs)
+    # Paired runs coincide until the first jump: the plain baseline is dashed, so the
+    # accelerated line stays visible under it.
+    paired = len(colours) > 1
     series = [
         series_entry(
             name, points, label=split_name(name)[0] or split_name(name)[1],
             colour=colours.get(split_name(name)[0], PALETTE[0]), thin=after is None,
+            dash=paired and split_name(name)[0] == "plain",
         )  # fmt: skip
         for name, points in by_series.items()
     ]
