@@ -9,22 +9,9 @@ import time
 
 from tests.browser.conftest import screenshot
 from tests.factories import queued_job, zoo_architecture
-from tests.paths import ROOT
+from tests.paths import bench_module
 
-
-def _bench_module():
-    # bench/ is scripts, not a package (and tests/engine/bench shadows the name): load it
-    # from its path.
-    import importlib.util
-
-    path = ROOT / "bench" / "graph_layout.py"
-    spec = importlib.util.spec_from_file_location("graph_layout", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generated_graph = _bench_module().generated_graph
+generated_graph = bench_module("graph_layout").generated_graph
 
 READY = ".gv[data-state=ready]"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.factories import queued_job, zoo_architecture
-from tests.paths import ROOT
+from tests.paths import bench_module
 from webapp.architectures.graphview import (
     default_depth,
     ghn_label,
@@ -14,20 +14,7 @@ from webapp.architectures.graphview import (
     viewer_document,
 )
 
-
-def _bench_module():
-    # bench/ is scripts, not a package (and tests/engine/bench shadows the name): load it
-    # from its path.
-    import importlib.util
-
-    path = ROOT / "bench" / "graph_layout.py"
-    spec = importlib.util.spec_from_file_location("graph_layout", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generated_graph = _bench_module().generated_graph
+generated_graph = bench_module("graph_layout").generated_graph
 
 
 def node(id_, name, type_, op="module", params=(), **extra):

@@ -378,6 +378,26 @@ def owned_jobs(owner: Any, ids: Sequence[int]) -> tuple[list[Any], list[int]]:
     return [by_id[i] for i in ids if i in by_id], [i for i in ids if i not in by_id]
 
 
+#: How many jobs one comparison shows (the page and the API alike).
+MAX_COMPARED_JOBS = 12
+
+
+def comparison_of(
+    owner: Any, ids_given: Iterable[str], targets: str | None, loss: str | None
+) -> tuple[dict[str, Any] | None, list[int], list[str]]:
+    """The comparison a page or API request asks for (``?ids=``, ``?targets=``, ``?loss=``):
+    the data (None when no id is one of the owner's jobs), the ids left out (not theirs, or
+    beyond ``MAX_COMPARED_JOBS``) and the pieces that are not ids."""
+    ids, bad = parse_ids(ids_given)
+    jobs, missing = owned_jobs(owner, ids[:MAX_COMPARED_JOBS])
+    if not jobs:
+        return None, missing, bad
+    data = comparison(
+        jobs, targets=parse_targets(targets), loss_target=parse_number(loss)
+    )
+    return data, missing + ids[MAX_COMPARED_JOBS:], bad
+
+
 def duration_text(seconds: float) -> str:
     """65 → "1 min 5 s", 3725 → "1 h 2 min", 12 → "12 s"."""
     seconds = max(0, round(seconds))

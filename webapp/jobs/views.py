@@ -182,7 +182,6 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # --- what was run, charts data, exports and the comparison (issue 11) -----------------------
-MAX_COMPARED_JOBS = 12
 EXPORT_FORMATS = ("csv", "json")
 
 
@@ -248,16 +247,13 @@ def job_metrics_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
 
 
 def _comparison(request: HttpRequest) -> tuple[dict, list[int], list[str]]:
-    ids, bad = charts.parse_ids(request.GET.getlist("ids"))
-    jobs, missing = charts.owned_jobs(request.user, ids[:MAX_COMPARED_JOBS])
-    if not jobs:
+    data, left_out, bad = charts.comparison_of(
+        request.user, request.GET.getlist("ids"), request.GET.get("targets"),
+        request.GET.get("loss"),
+    )  # fmt: skip
+    if data is None:
         raise Http404("None of these jobs is yours.")
-    data = charts.comparison(
-        jobs,
-        targets=charts.parse_targets(request.GET.get("targets")),
-        loss_target=charts.parse_number(request.GET.get("loss")),
-    )
-    return data, missing + ids[MAX_COMPARED_JOBS:], bad
+    return data, left_out, bad
 
 
 @login_required
@@ -270,7 +266,7 @@ def job_compare(request: HttpRequest) -> HttpResponse:
         "data": data,
         "missing": missing,
         "bad": bad,
-        "too_many": len(data["jobs"]) == MAX_COMPARED_JOBS and missing,
+        "too_many": len(data["jobs"]) == charts.MAX_COMPARED_JOBS and missing,
         "query": query,
         "ids": ",".join(str(job.pk) for job in data["jobs"]),
         "rows": charts.comparison_rows(data),

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 from tests.engine.nino.published import require_checkpoint
+from tests.paths import bench_module
 
-# Loaded from its path: the benchmark is a script, and this test folder's package is also
-# called ``bench``.
-_PATH = Path(__file__).resolve().parents[3] / "bench" / "nino_families.py"
-_SPEC = importlib.util.spec_from_file_location("bench_nino_families", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-bench = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = bench  # dataclasses look their module up there
-_SPEC.loader.exec_module(bench)
+bench = bench_module("nino_families")
 
 
 def test_a_short_paired_vit_run_writes_both_methods_from_the_same_weights(tmp_path: Path) -> None:

@@ -38,7 +38,6 @@ from webapp.jobs.kinds.predict import ghn_descriptions
 from webapp.jobs.models import Job, downsample
 
 MAX_METRIC_POINTS = 5000
-MAX_COMPARED_JOBS = 12
 
 
 class MetricsSerializer(serializers.Serializer):
@@ -247,17 +246,14 @@ class JobViewSet(OwnedViewSet):
     def compare(self, request: Request, format: str | None = None) -> Response:
         """Compare your jobs: parameters, final metrics, steps to targets and speed-ups over
         the first one. Other people's jobs are left out (listed in ``not_found``)."""
-        ids, _ = charts.parse_ids(request.query_params.getlist("ids"))
-        jobs, missing = charts.owned_jobs(request.user, ids[:MAX_COMPARED_JOBS])
-        if not jobs:
-            raise NotFound("None of these ids is one of your jobs.")
-        data = charts.comparison(
-            jobs,
-            targets=charts.parse_targets(request.query_params.get("targets")),
-            loss_target=charts.parse_number(request.query_params.get("loss")),
+        query = request.query_params
+        data, left_out, _ = charts.comparison_of(
+            request.user, query.getlist("ids"), query.get("targets"), query.get("loss")
         )
+        if data is None:
+            raise NotFound("None of these ids is one of your jobs.")
         rows = charts.comparison_rows(data)
-        return Response(charts.compare_json(data, rows, missing + ids[MAX_COMPARED_JOBS:]))
+        return Response(charts.compare_json(data, rows, left_out))
 
     @extend_schema(responses={200: ArtifactSerializer(many=True)})
     @action(detail=True, methods=["get"], pagination_class=None)
