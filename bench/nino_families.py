@@ -346,7 +346,10 @@ def run_one(family: Family, method: str, seed: int, args: argparse.Namespace, da
     )  # fmt: skip
     t0 = time.perf_counter()
     try:
-        optimizer = make_accelerated_optimizer(method, model, spec, device="cpu")
+        # The data's own batch, as a train job passes it: an exported program refuses a guess.
+        optimizer = make_accelerated_optimizer(
+            method, model, spec, device="cpu", example=data.example_batch(1)
+        )
     except ModelError as error:
         return {**base, "refused": str(error)}
     nowcasting = isinstance(optimizer, NiNo)
