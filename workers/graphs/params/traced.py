@@ -178,7 +178,10 @@ def _read(model: nn.Module, example: Tensor | None) -> _Reader:
 
 def _read_once(model: nn.Module, example: Tensor | None) -> _Reader:
     gm = trace(model)
-    if example is None and "example" in gm.meta:  # exported with this input
+    if "example" in gm.meta:
+        # Exported here for tracing: the program accepts only the token window it was exported
+        # with, and a caller's batch (a train job's, of the data's context) would fail its
+        # guards; the channel data flow does not depend on the window's length.
         example = gm.meta["example"]
     examples = [example] if example is not None else list(candidate_examples(model, gm))
     first: ShapeError | None = None
