@@ -19,6 +19,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TINY_GPT2 = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2,
              "n_embd": 32, "n_head": 2, "vocab_size": 256, "n_positions": 64}  # fmt: skip
+TINY_LLAMA = {"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 32,
+              "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 64, "vocab_size": 256,
+              "tie_word_embeddings": False}  # fmt: skip
 
 
 class Block(nn.Module):
@@ -165,6 +169,28 @@ def test_a_script_trains_a_hugging_face_gpt2_config_character_level(api, worker)
     state = load(b"".join(api.get(artifact["download_url"]).streaming_content))
     assert "lm_head.weight" not in state
     load_hf_weights(build_hf_model(TINY_GPT2), state)
+
+
+def test_a_script_trains_a_hugging_face_llama_config_with_nino_beside_the_plain_optimizer(
+    api, worker
+):
+    architecture = api.post(
+        "/api/v1/architectures/",
+        {"source": "hf_config", "file": upload("config.json", json.dumps(TINY_LLAMA).encode())},
+    ).json()
+    dataset = add_dataset(api, "pydoc.txt", small_text())
+    # The job traces the exported program on its own window, not on the data's 64-token batch
+    # (which the program's guards refuse): NiNo nowcasts every parameter.
+    job = train(api, architecture["id"], {
+        "dataset_id": dataset, "accelerator": "nino", "compare": True, "optimizer": "adam",
+        "lr": 0.003, "steps": 40, "eval_every": 20, "period": 20, "batch_size": 16,
+        "device": "cpu",
+    })  # fmt: skip
+    assert job["status"] == "succeeded", (job["error"], worker.log()[-3000:])
+    nino = job["result"]["runs"]["nino"]
+    assert nino["nowcasts"] >= 1 and nino["steps_done"] == 40
+    assert job["result"]["runs"]["plain"]["steps_done"] == 40
+    assert nino["final_metrics"]["perplexity"] < 256
 
 
 def test_a_person_trains_a_hugging_face_config_from_its_page(api, browser, worker):
