@@ -1,6 +1,7 @@
 """Issue 10, item 6: a train job for every kind of model, through a real Celery worker — an
-uploaded ``.pt2`` ResNet (BatchNorm, downsample shortcut) and a Hugging Face GPT-2 config, from
-the API and from the page. Each job is a few dozen steps on small uploaded data sets."""
+uploaded ``.pt2`` ResNet (BatchNorm, downsample shortcut), Hugging Face GPT-2 and Llama configs
+(the Llama with NiNo), from the API and from the page. Each job is a few dozen steps on small
+uploaded data sets."""
 
 from __future__ import annotations
 
