@@ -135,17 +135,22 @@ class GraphBuilder:
         type; the pieces must cover the rows in order. The traced attention reader uses this to
         give a projection written as one ``Linear`` its query, key and value roles after the
         fact; edge offsets of every later segment are recomputed (the total stays the same).
+        A weight stored ``[in, out]`` (``src_major``, transformers' ``Conv1D``) is split over
+        its columns instead, which gives the very edges of the ``nn.Linear`` split by rows.
         """
         index = next(i for i, b in enumerate(self.blocks) if b is block)
         seg = self.segments[index]
-        if seg.src_major or seg.row_end - seg.row_start != len(block.dst):
+        outputs = (seg.n_dst if seg.src_major else seg.row_end - seg.row_start) == len(block.dst)
+        if not outputs or (seg.src_major and any(len(p[2]) != seg.n_src for p in pieces)):
             raise ModelError(f"Parameter {seg.name} cannot be split into attention roles.")
         blocks, segments = [], []
         for start, end, src, edge_type, reverse in pieces:
             blocks.append(_EdgeBlock(src, block.dst[start:end], edge_type, reverse))
-            segments.append(replace(seg, row_start=seg.row_start + start,
-                                    row_end=seg.row_start + end, n_src=len(src),
-                                    n_dst=end - start))  # fmt: skip
+            if seg.src_major:
+                span = dict(col_start=seg.col_start + start, col_end=seg.col_start + end)
+            else:
+                span = dict(row_start=seg.row_start + start, row_end=seg.row_start + end)
+            segments.append(replace(seg, n_src=len(src), n_dst=end - start, **span))
         self.blocks[index : index + 1] = blocks
         self.segments[index : index + 1] = segments
         offset = seg.edge_start

@@ -54,6 +54,12 @@ class ParamSegment:
     A kernel with more than ``MAX_FEAT`` positions per (input, output) pair is spread over
     parallel edges: each segment then holds positions ``pos_start .. pos_start + kernel - 1``
     of the ``pos_total`` positions (``pos_total`` 0 means ``kernel``, the common case).
+
+    A ``src_major`` segment may hold only columns ``col_start:col_end`` of its rows (a weight
+    stored ``[in, out]``, as transformers' ``Conv1D``, whose output columns are split into
+    attention roles): ``W[i, col_start + j]`` -> edge ``edge_start + i * n_dst + j``, the edge
+    an ``nn.Linear`` holding ``W.T`` would give ``W.T[col_start + j, i]``. ``col_end`` 0
+    means every column.
     """
 
     name: str
@@ -66,6 +72,12 @@ class ParamSegment:
     src_major: bool = False
     pos_start: int = 0
     pos_total: int = 0
+    col_start: int = 0
+    col_end: int = 0
+
+    def columns(self, width: int) -> slice:
+        """The columns of a ``src_major`` segment's rows (``width``: the parameter's)."""
+        return slice(self.col_start, self.col_end or width)
 
     @property
     def edge_end(self) -> int:
@@ -164,6 +176,7 @@ class ParamGraph:
             target = rows[seg.row_start : seg.row_end]
             if seg.src_major:
                 edge = seg.edge_start + torch.arange(seg.n_src * seg.n_dst)
+                target = target[:, seg.columns(target.shape[1])]
                 target.copy_((edge * MAX_FEAT).view(target.shape))
             else:
                 o = torch.arange(seg.n_dst).view(-1, 1, 1)
@@ -267,6 +280,8 @@ def graph_features(
         )
         if tuple(stacked.shape[:-1]) != (seg.row_end - seg.row_start, *shape[1:]):
             raise ValueError(f"{seg.name} has shape {tuple(stacked.shape[:-1])}, not {shape}")
+        if seg.src_major and len(shape) == 2:
+            stacked = stacked[:, seg.columns(shape[1])]
         if seg.src_major:
             values = stacked.reshape(seg.n_src, seg.n_dst, 1, c)
         else:
@@ -308,6 +323,7 @@ def params_from_features(
         target = rows[seg.row_start : seg.row_end]
         block = feats[seg.edge_start : seg.edge_end].view(seg.n_src, seg.n_dst, MAX_FEAT)
         if seg.src_major:
+            target = target[:, seg.columns(target.shape[1])]
             target.copy_(block[:, :, 0].reshape(target.shape))
         else:
             window = target.view(seg.n_dst, seg.n_src, seg.positions)

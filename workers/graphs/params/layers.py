@@ -41,6 +41,12 @@ class LayerWriter:
         self.large_kernels = large_kernels
         self.left = left
         self.params = params
+        # Every name of a tied parameter -> its first name (the one ``named_parameters()``
+        # keeps, which optimizers and checkpoints use): a parameter is placed under that name.
+        first: dict[int, str] = {}
+        self.canonical = {n: first.setdefault(id(t), n) for n, t in params.items()}
+        # Embedding tables placed so far -> their row nodes (a tied output head reads them).
+        self.embedded: dict[str, Tensor] = {}
         # Output neuron -> (weight block, bias block) of the Linear that made it (attention).
         self.producers: dict[int, tuple[Any, Any]] = {}
         # Value neurons of attention, which the output projection may read repeatedly (GQA).
@@ -58,10 +64,12 @@ class LayerWriter:
 
     def leave(self, name: str, reason: str) -> None:
         """Leave parameter ``name`` to the base optimizer, with the reason."""
+        name = self.canonical.get(name, name)
         if name not in self.b.param_shapes:
             self.left.setdefault(name, reason)
 
     def claim(self, name: str) -> Tensor:
+        name = self.canonical.get(name, name)
         if name in self.left or name in self.b.param_shapes:
             raise ModelError(
                 f"Parameter {name} is used more than once in the forward (shared or tied "
@@ -110,7 +118,11 @@ class LayerWriter:
 
         ``inputs`` are the neurons of the weight's input columns; columns that repeat one
         channel in consecutive runs (a flatten of ``C x H x W``) become kernel positions.
+        ``src_major``: the weight is stored ``[in, out]`` (``x @ W``, transformers' ``Conv1D``);
+        its edges are those of the ``nn.Linear`` holding ``W.T``.
         """
+        if w_name in self.embedded and not src_major and positions == 1 and groups == 1:
+            return self.tied_head(node, w_name, b_name, inputs, n_out)
         src = inputs
         if len(torch.unique(inputs)) != len(inputs) and bool(self.values[inputs].all()):
             pass  # grouped-query attention: value neurons of a kv head read by each query head
@@ -132,10 +144,29 @@ class LayerWriter:
             self.claim(b_name)
             self.b.param_edges(b_name, (0, n_out), bias_node, out, EDGE_TYPES["bias"])
             bias = self.b.blocks[-1]
-        if weight is not None and positions == 1 and groups == 1 and not src_major:
+        if weight is not None and positions == 1 and groups == 1:
             # Projections that attention may later read as queries, keys or values.
             self.producers.update({int(n): (weight, bias) for n in out})
         return out
+
+    def tied_head(self, node: fx.Node, w_name: str, b_name: str | None, inputs: Tensor,
+                  n_out: int) -> Tensor:  # fmt: skip
+        """An output head whose weight is an embedding table placed before (tied weights).
+
+        As in the published graphs, which count a tied parameter once, the table stays where
+        the embedding placed it (row ``v`` -> embedding neuron ``j`` holds ``W[v, j]``) and the
+        head adds no weight edges: its output ``v`` is the embedding's row node ``v``, the
+        node that holds every weight of that vocabulary entry. A bias of its own joins those
+        nodes. Placing the table twice would hold every weight on two edges.
+        """
+        rows = self.embedded[w_name]
+        if len(rows) != n_out or len(inputs) != self.params[w_name].shape[1]:
+            raise ModelError(f"The weight {w_name} is used at {where(node)} with another shape "
+                             "than its embedding's (tied weights).")  # fmt: skip
+        if b_name is not None:
+            self.claim(b_name)
+            self.b.param_edges(b_name, (0, n_out), self.b.nodes(1), rows, EDGE_TYPES["bias"])
+        return rows
 
     def _weight_edges(self, name: str, src: Tensor, out: Tensor, edge_type: int, positions: int,
                       groups: int, src_major: bool) -> None:  # fmt: skip
@@ -178,8 +209,9 @@ class LayerWriter:
         bias = f"{name}bias" if getattr(module, "bias", None) is not None else None
         if isinstance(module, nn.Linear):
             inputs = self.channel_nodes(node, x, -1, shape)
-            out = self.dense(node, f"{name}weight", bias, inputs, module.out_features,
-                             EDGE_TYPES["linear"])  # fmt: skip
+            canon = self.canonical
+            out = self.dense(node, canon[f"{name}weight"], canon.get(bias) if bias else None,
+                             inputs, module.out_features, EDGE_TYPES["linear"])  # fmt: skip
             return Val(L.along(out, result.dim() - 1, result.dim()))
         if isinstance(module, _CONVS):
             inputs = self.channel_nodes(node, x, 1, shape)
@@ -189,7 +221,7 @@ class LayerWriter:
         if isinstance(module, nn.Embedding):
             if isinstance(x, Val) and x.has_neurons:
                 raise ModelError(f"Embedding {path} reads computed features, not token ids.")
-            return self.embedding(f"{name}weight", result)
+            return self.embedding(self.canonical[f"{name}weight"], result)
         if isinstance(module, _NORM_LAYERS):
             axis = 1 if isinstance(module, _CHANNEL_FIRST_NORMS) else -1
             if getattr(module, "weight", None) is not None and module.weight.dim() != 1:
@@ -219,6 +251,7 @@ class LayerWriter:
         src, dst = self.b.nodes(rows), self.b.nodes(width)
         self.b.param_edges(w_name, (0, rows), src, dst, EDGE_TYPES["token_embedding"],
                            src_major=True)  # fmt: skip
+        self.embedded[w_name] = src
         return Val(L.along(dst, result.dim() - 1, result.dim()), embedding=self.b.blocks[-1])
 
     def attention(self, node: fx.Node, mha: nn.MultiheadAttention, name: str, args: Any,
@@ -304,6 +337,27 @@ class LayerWriter:
             out = self.dense(node, w, b, inputs, weight.shape[0], EDGE_TYPES["conv"],
                              math.prod(weight.shape[2:]), int(groups))  # fmt: skip
             return Val(L.along(out, 1, result.dim()))
+        if op == "addmm" and isinstance(args[2], Val) and args[2].param is not None:
+            # bias + x @ W with W stored [in, out]: transformers' Conv1D (GPT-2's c_attn,
+            # c_proj, c_fc), read as the nn.Linear holding W.T.
+            features = args[1]
+            if not isinstance(features, Val) or features.param is not None:
+                raise ModelError(f"The addmm at {where(node)} multiplies the weight "
+                                 f"{args[2].param} by a parameter, not by features.")  # fmt: skip
+            if isinstance(args[0], Val) and args[0].param is None and args[0].has_neurons:
+                raise ModelError(
+                    f"The addmm at {where(node)} adds computed features to x @ {args[2].param}; "
+                    "the parameter graph reads addmm only with a bias parameter (Conv1D)."
+                )
+            w = str(param_at(2, "mat2"))
+            b = param_at(0, "input") if isinstance(args[0], Val) else None
+            n_out = self.params[w].shape[1]
+            if b is not None and tuple(self.params[b].shape) != (n_out,):
+                raise ModelError(f"The addmm at {where(node)} adds a bias {b} of shape "
+                                 f"{tuple(self.params[b].shape)}, not ({n_out},).")  # fmt: skip
+            inputs = self.channel_nodes(node, features, -1, arg_values[1].shape)
+            out = self.dense(node, w, b, inputs, n_out, EDGE_TYPES["linear"], src_major=True)
+            return Val(L.along(out, result.dim() - 1, result.dim()))
         if op in ("matmul", "mm") and isinstance(args[1], Val) and args[1].param is not None:
             w = param_at(1, "other")
             if self.params[w].dim() != 2:

@@ -11,10 +11,13 @@ graphs read like the built-in ones:
   model input gets one neuron per input channel (or, for a ``Linear`` reading the flattened
   input, per input feature).
 * ``Linear``/``Conv``: bias node, then output neurons; one edge per (input, output) pair
-  holding the kernel positions. Grouped and depthwise convolutions get edges inside their
-  groups only. A ``Linear`` after a flatten of ``C x H x W`` reads each channel through
-  ``H*W`` weights, so it gets one edge per (channel, output) pair carrying ``H*W`` positions,
-  like a kernel, which keeps the channel permutation symmetry.
+  holding the kernel positions. A weight stored ``[in, out]`` (``x @ W``, or transformers'
+  ``Conv1D``: ``addmm(bias, x, W)``, as in GPT-2) gets the very edges of the ``nn.Linear``
+  holding ``W.T``, and its output columns split into attention roles the same way. Grouped
+  and depthwise convolutions get edges inside their groups only. A ``Linear`` after a
+  flatten of ``C x H x W`` reads each channel through ``H*W`` weights, so it gets one edge per
+  (channel, output) pair carrying ``H*W`` positions, like a kernel, which keeps the channel
+  permutation symmetry.
 * Kernels with more than 9 positions (5x5, 7x7, 11x11 stems, patch embeddings, the ``H*W``
   positions above) are left to the base optimizer: the measurement under ``LARGE_KERNELS``
   below found that nowcasting them hurts. The graph can instead spread them over
@@ -35,6 +38,9 @@ graphs read like the built-in ones:
   a layer scale or a free bias vector one node (type 4 for products, 2 for sums).
 * Embeddings: one node per row, edges row -> embedding neuron (type 5); a second embedding
   added to an unused first one (positions) shares its neurons (type 6), as in the built-in GPT.
+  An output head tied to the embedding table (GPT-2, ``tie_word_embeddings``) adds no weight
+  edges: the table is placed once, as the embedding (the published graphs count it once too),
+  and the head's outputs are the table's row nodes. A tied parameter goes by its first name.
 * ``nn.MultiheadAttention``: the built-in GPT layout (query/key/value roles, keys transposed
   onto the query neurons, one node per head joined to its query and value neurons).
 * Attention written with tensor ops (``q @ k.transpose``, softmax, ``@ v``, or
@@ -50,8 +56,8 @@ Never silently wrong: a parameter the graph cannot place faithfully (a kernel ab
 elementwise parameter of an odd layout, ``PReLU`` slopes, ``add_bias_kv``, a layer whose
 inputs repeat channels irregularly, a parameter the forward does not use) is left to the base
 optimizer and listed in ``ParamGraph.left`` with the reason; data flow the tracer cannot
-follow (products of computed tensors other than attention, einsum, a Linear stored
-transposed as ``addmm`` (GPT-2's Conv1D), reductions over channels, an op it does not know,
+follow (products of computed tensors other than attention, einsum, an ``addmm`` that adds
+computed features rather than a bias, reductions over channels, an op it does not know,
 untraceable Python control flow) raises ``ModelError`` naming the op and its module.
 
 Which builder runs (``workers.graphs.params.builder.build_param_graph``): models containing a
@@ -118,6 +124,10 @@ _PASS = frozenset(
     "adaptive_max_pool3d lp_pool2d interpolate upsample contiguous clone to float double half "
     "bfloat16 type type_as detach alias neg abs pow sqrt rsqrt square clamp clamp_min clamp_max "
     "clip softmax log_softmax identity".split()
+)
+# Pass-through ops that change no value (dtype casts, copies).
+_COPIES = frozenset(
+    "contiguous clone to float double half bfloat16 type type_as detach alias identity".split()
 )
 _SHAPE = frozenset(
     "view reshape flatten unflatten permute transpose t squeeze unsqueeze expand expand_as "
@@ -271,7 +281,8 @@ class _Reader(fx.Interpreter):
         if n.op == "get_attr":
             if n.target in self.params and isinstance(result, Tensor):
                 ids = torch.arange(result.numel()).view(result.shape)
-                return Val(ids, param=str(n.target))
+                # A tied parameter goes by its first name (an exported program picks any).
+                return Val(ids, param=self.w.canonical[str(n.target)])
             return None
         if n.op == "output":
             return None
@@ -305,12 +316,6 @@ class _Reader(fx.Interpreter):
         functional = self.w.functional(n, op, args, kwargs, self._values(n), result)
         if functional is not NotImplemented:
             return functional
-        if op == "addmm" and isinstance(args[2], Val) and args[2].param is not None:
-            raise ModelError(
-                f"The forward applies addmm with the weight {args[2].param} ({where(n)}): a "
-                "Linear stored transposed (transformers' Conv1D, as in GPT-2), whose columns the "
-                "parameter graph cannot split into query/key/value roles yet."
-            )
         if op in _PRODUCTS:
             raise ModelError(
                 f"The forward multiplies two computed tensors with {op} ({where(n)}), as "
@@ -362,6 +367,8 @@ class _Reader(fx.Interpreter):
             return x
         if op in _ACTIVATIONS or op in ("softmax",):
             return Val(x.labels, act=op)
+        if op in _COPIES:
+            return x  # the same values: an embedding output stays one (GPT-2's wpe(...).to())
         return x if x.embedding is None else Val(x.labels, act=x.act)
 
     def binary(self, n: fx.Node, op: str, args: Any, result: Any) -> Val:
