@@ -39,11 +39,11 @@ def test_inspecting_a_config_records_its_count_graphs_and_nino_readiness(owner):
     assert job.result["input_dtype"] == "int64" and job.result["output_shape"] == [16, 256]
     architecture.refresh_from_db()
     assert architecture.inspected_at is not None and architecture.num_params == 35_712
-    # The parameter graph may or may not read a transformers GPT-2; either way the inspection
-    # stands and says which, for the checks before a NiNo job is queued.
+    # The parameter graph reads a transformers GPT-2 (Conv1D, tied head) in full, which the
+    # checks before a NiNo job is queued rely on.
     nino = architecture.summary["nino"]
-    assert isinstance(nino["supported"], bool)
-    assert nino["supported"] or nino["reason"]
+    assert nino["supported"] is True
+    assert nino["nowcast"] == nino["total"] == 35_712 and nino["left"] == []
     graph = job.artifacts.get(name="graph.json").read_json()
     assert len(graph["nodes"]) > 20
 
