@@ -5,6 +5,8 @@ Run (from the repository root; on a shared machine under the benchmark lock)::
     flock /tmp/bench.lock .venv/bin/python bench/nino_families.py --seeds 0 --resume
     flock /tmp/bench.lock .venv/bin/python bench/nino_families.py --families resnet vit --resume
     .venv/bin/python bench/nino_families.py --quick     # smoke: every family, 60 steps
+    flock /tmp/bench.lock .venv/bin/python bench/nino_families.py --resume --families llama \\
+        --methods nino_ft --nino-ft-weights var/nino-llama/nino_llama.pt   # a fine-tuned NiNo
 
 Families (CPU-sized, built in this script or from a config dict):
 
@@ -21,8 +23,11 @@ Families (CPU-sized, built in this script or from a config dict):
 
 Image families train on Fashion-MNIST (55k training images, accuracy on the full 10k test
 set); the language models report the perplexity of the first ``eval_windows`` held-out
-windows. Methods: ``none`` (plain AdamW), ``nino`` (published ``nino_no_posw``), ``wnn``
-(WNN+, ``nino_mlp``), built as a train job builds them
+windows. Methods: ``none`` (plain AdamW), ``nino`` (published ``nino_no_posw``), ``nino_ft``
+(the same NiNo settings with the meta-model of ``--nino-ft-weights``, e.g. one fine-tuned by
+``workers.nino.metatrain train --init nino_no_posw`` on the family's trajectories; each run
+records the file's path and sha256, and ``--resume`` runs it again when the file changed),
+``wnn`` (WNN+, ``nino_mlp``), built as a train job builds them
 (``workers.pipelines.train.make_accelerated_optimizer`` with the catalog accelerators).
 A nowcast every ``--period`` steps on the horizon schedule of ``--max-steps``.
 
@@ -44,7 +49,9 @@ infinitely late. ``nowcast`` is the share of parameter elements NiNo's graph hol
 If NiNo refuses a family (its graph cannot read the model), the refusal sentence is the
 result for that run and the benchmark goes on. The JSON (``bench/results/nino_families.json``,
 ``nino_families_quick.json`` with ``--quick``) is rewritten after every run; ``--resume``
-keeps the finished runs of a family whose protocol is unchanged.
+keeps the finished runs of a family whose protocol is unchanged. With ``--resume`` every write
+re-reads the file first and keeps the runs other invocations wrote meanwhile (only the runs
+this invocation made replace stored ones), so two invocations never drop each other's runs.
 """
 
 from __future__ import annotations
@@ -75,11 +82,12 @@ from workers.catalog import TrainSpec  # noqa: E402
 from workers.errors import ModelError  # noqa: E402
 from workers.nino.optimizer import NiNo  # noqa: E402
 from workers.pipelines.train import make_accelerated_optimizer  # noqa: E402
-from workers.provenance import machine_info  # noqa: E402
+from workers.provenance import machine_info, sha256_file  # noqa: E402
 from workers.training.loop import Callbacks, evaluate, train  # noqa: E402
+from workers.zoo.hf import small_config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-METHODS = ("none", "nino", "wnn")
+METHODS = ("none", "nino", "nino_ft", "wnn")
 FAMILIES = ("resnet", "mobilenet", "vit", "gpt2", "llama")
 
 
@@ -216,27 +224,10 @@ def exported_resnet(folder: Path) -> nn.Module:
     return model_builder("export", path=str(path))()
 
 
-GPT2_CONFIG: dict[str, Any] = {
-    "model_type": "gpt2",
-    "n_layer": 2,
-    "n_embd": 64,
-    "n_head": 4,
-    "n_positions": 128,
-    "vocab_size": 84,  # the Shakespeare text's characters
-    "bos_token_id": 0,  # GPT-2's default 50256 lies outside a character vocabulary
-    "eos_token_id": 0,
-}
-LLAMA_CONFIG: dict[str, Any] = {
-    "model_type": "llama",
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "intermediate_size": 172,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 128,
-    "vocab_size": 84,
-    "tie_word_embeddings": False,
-}
+# The engine's named small configs (workers.zoo.hf), shared with the "llama" trajectory preset
+# NiNo is fine-tuned on.
+GPT2_CONFIG: dict[str, Any] = small_config("gpt2-2x64")
+LLAMA_CONFIG: dict[str, Any] = small_config("llama-2x64")
 
 
 @dataclass(frozen=True)
@@ -265,6 +256,7 @@ def _hf(config: dict[str, Any]) -> Callable[[Path], nn.Module]:
     return build
 
 
+# fmt: off
 FAMILY: dict[str, Family] = {
     f.name: f
     for f in [
@@ -280,6 +272,7 @@ FAMILY: dict[str, Family] = {
                _hf(LLAMA_CONFIG), "shakespeare", 0.003, 32, 2000),  # fmt: skip
     ]
 }
+# fmt: on
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -340,16 +333,22 @@ def run_one(family: Family, method: str, seed: int, args: argparse.Namespace, da
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     base = {"method": method, "seed": seed, "parameters": n_params,
             "initial_weights_checksum": checksum}  # fmt: skip
+    # nino_ft is NiNo with other weights: the same accelerator settings, another meta-model.
+    accelerator, checkpoint = method, None
+    if method == "nino_ft":
+        accelerator, checkpoint = "nino", str(args.nino_ft_weights)
+        base["weights"] = dict(args.nino_ft)
     spec = TrainSpec(
         optimizer="adamw", lr=family.lr, weight_decay=0.0, batch_size=family.batch_size,
-        steps=args.max_steps or steps, seed=seed, accelerator=method, period=args.period,
+        steps=args.max_steps or steps, seed=seed, accelerator=accelerator, period=args.period,
     )  # fmt: skip
     t0 = time.perf_counter()
     try:
         # The data's own batch, as a train job passes it: an exported program refuses a guess.
         optimizer = make_accelerated_optimizer(
-            method, model, spec, device="cpu", example=data.example_batch(1)
-        )
+            accelerator, model, spec, device="cpu", example=data.example_batch(1),
+            checkpoint=checkpoint,
+        )  # fmt: skip
     except ModelError as error:
         return {**base, "refused": str(error)}
     nowcasting = isinstance(optimizer, NiNo)
@@ -381,9 +380,7 @@ def run_one(family: Family, method: str, seed: int, args: argparse.Namespace, da
     jump_times = optimizer.timings.jump_s_each if nowcasting else []
     return {
         **base,
-        "nowcast_share": (
-            round(coverage["nowcast"] / coverage["total"], 4) if coverage else None
-        ),
+        "nowcast_share": (round(coverage["nowcast"] / coverage["total"], 4) if coverage else None),
         "left_to_adamw": coverage["left"] if coverage else None,
         "final_step": int(curve[-1][0]),
         "final": curve[-1][1],
@@ -434,12 +431,19 @@ def summarize_family(metric: str, runs: dict[str, dict[str, dict[str, Any]]]) ->
     plain = runs.get("none", {})
     for method, by_seed in runs.items():
         refused = {s: r["refused"] for s, r in by_seed.items() if "refused" in r}
+        # The meta-model files of nino_ft (one, unless seeds were run with different ones).
+        weights = [w for w in {json.dumps(r["weights"], sort_keys=True): r["weights"]
+                               for r in by_seed.values() if "weights" in r}.values()]  # fmt: skip
         if refused:
             out["methods"][method] = {"refused": next(iter(refused.values())),
                                       "seeds": sorted(int(s) for s in by_seed)}  # fmt: skip
+            if weights:
+                out["methods"][method]["weights"] = weights
             continue
         seeds = sorted(by_seed, key=int)
         entry: dict[str, Any] = {"seeds": [int(s) for s in seeds], "steps_to_target": {}}
+        if weights:
+            entry["weights"] = weights
         for key, target in (targets or {}).items():
             per_seed = {
                 s: next((st for st, v in by_seed[s]["curve"] if better(v, target)), None)
@@ -511,6 +515,10 @@ def print_table(summaries: dict[str, dict[str, Any]]) -> None:
                 f" | {_fmt(metric, e['mean_last3_median'])} | {share}"
                 f" | {100 * e['overhead_median']:.2f}% |"
             )
+    for family, summary in summaries.items():
+        for method, e in summary["methods"].items():
+            for w in e.get("weights", []):
+                print(f"{family} {method}: meta-model {w['path']} (sha256 {w['sha256'][:12]})")
     print()
 
 
@@ -530,10 +538,55 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def merge_stored(
+    doc: dict[str, Any], stored: dict[str, Any], made: set[tuple[str, str, str]]
+) -> None:
+    """Fold into ``doc`` what ``stored`` (the file as it is now) holds that this invocation did
+    not make: another invocation's runs, families and invocation records.
+
+    ``made`` holds the (family, method, seed) runs this invocation wrote; only those replace
+    stored ones. A stored family under another protocol than ``doc``'s is not merged (this
+    invocation started it again); a family ``doc`` lacks is taken whole.
+    """
+    for name, theirs in stored.get("families", {}).items():
+        mine = doc["families"].get(name)
+        if mine is None:
+            doc["families"][name] = theirs
+            continue
+        if theirs.get("protocol") != mine.get("protocol"):
+            continue
+        for method, by_seed in theirs.get("runs", {}).items():
+            for seed, record in by_seed.items():
+                if (name, method, seed) not in made:
+                    mine["runs"].setdefault(method, {})[seed] = record
+        mine["runs"] = {m: mine["runs"][m] for m in METHODS if m in mine["runs"]}
+        if name in FAMILY:
+            mine["summary"] = summarize_family(FAMILY[name].metric, mine["runs"])
+    ours = [i for i in doc.get("invocations", []) if i not in stored.get("invocations", [])]
+    doc["invocations"] = [*stored.get("invocations", []), *ours]
+
+
+def save(path: Path, doc: dict[str, Any], made: set[tuple[str, str, str]], resume: bool) -> None:
+    """Write ``doc``; with ``resume``, after merging the file's current content into it
+    (another invocation may have written since this one read it)."""
+    if resume and path.is_file():
+        merge_stored(doc, json.loads(path.read_text()), made)
+    write_json(path, doc)
+
+
+def ft_weights(path: Path) -> dict[str, str]:
+    """Path (relative to the repository when inside it) and sha256 of a meta-model file."""
+    resolved = path.resolve()
+    shown = resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else resolved
+    return {"path": str(shown), "sha256": sha256_file(resolved)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=["none", "nino"])
+    parser.add_argument("--nino-ft-weights", type=Path, default=None, metavar="PATH",
+                        help="the meta-model of --methods nino_ft (a NiNo .pt)")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
     parser.add_argument("--steps", type=int, default=None, help="default: each family's")
     parser.add_argument("--period", type=int, default=1000)
@@ -558,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps is not None and args.max_steps < args.period:
         parser.error("--max-steps must be at least --period")
     args.seeds = args.seeds if args.seeds is not None else [0, 1, 2]
+    args.nino_ft = None
+    if "nino_ft" in args.methods:
+        if args.nino_ft_weights is None or not args.nino_ft_weights.is_file():
+            parser.error("--methods nino_ft needs --nino-ft-weights naming a NiNo .pt file")
+        args.nino_ft = ft_weights(args.nino_ft_weights)
     if args.out is None:
         args.out = RESULTS / ("nino_families_quick.json" if args.quick else "nino_families.json")
     torch.set_num_threads(args.threads)
@@ -567,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["bench/nino_families.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine_info(args.threads),
     }
+    if args.nino_ft is not None:
+        invocation["nino_ft_weights"] = args.nino_ft
     doc: dict[str, Any] = {"benchmark": "bench/nino_families.py", "invocations": [],
                            "families": {}}  # fmt: skip
     if args.resume and args.out.is_file():
@@ -581,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["families"][name] = kept or {"protocol": proto, "runs": {}}
 
     data_cache: dict[str, Any] = {}
+    made: set[tuple[str, str, str]] = set()
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
             for name in args.families:
@@ -588,6 +649,14 @@ def main(argv: list[str] | None = None) -> int:
                 entry = doc["families"][name]
                 for method in args.methods:
                     kept = entry["runs"].get(method, {}).get(str(seed))
+                    if (
+                        kept is not None
+                        and method == "nino_ft"
+                        and (kept.get("weights", {}).get("sha256") != args.nino_ft["sha256"])
+                    ):
+                        print(f"running {name} nino_ft seed {seed} again: stored with other "
+                              "weights", flush=True)  # fmt: skip
+                        kept = None
                     if kept is not None and "refused" not in kept and not args.redo:
                         continue  # finished; a refusal is tried again (the graph may grow)
                     if _too_late(args.start_before):
@@ -605,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                         failure = f"failed: {type(error).__name__}: {error}"
                         record = {"method": method, "seed": seed, "refused": failure}
                     entry["runs"].setdefault(method, {})[str(seed)] = record
+                    made.add((name, method, str(seed)))
                     if "refused" in record:
                         print(f"  refused: {record['refused']}", flush=True)
                     else:
@@ -614,7 +684,9 @@ def main(argv: list[str] | None = None) -> int:
                     entry["runs"] = {m: entry["runs"][m] for m in METHODS if m in entry["runs"]}
                     entry["summary"] = summarize_family(family.metric, entry["runs"])
                     doc["updated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-                    write_json(args.out, doc)
+                    save(args.out, doc, made, args.resume)
+    if args.resume and args.out.is_file():
+        merge_stored(doc, json.loads(args.out.read_text()), made)
     summaries = {}
     for name, entry in doc["families"].items():
         entry["summary"] = summarize_family(FAMILY[name].metric, entry["runs"])

@@ -9,6 +9,15 @@ Commands (all single-threaded by default; ``--threads`` changes it)::
         --weights workers/nino/weights/nino_ours.pt
     python -m workers.nino.metatrain all --preset small --steps 6000 --seed 0   # all three
 
+Fine-tuning the published model on one family's trajectories (here the HF Llama of
+``bench/nino_families.py``; ``--init`` names the checkpoint to start from)::
+
+    python -m workers.nino.metatrain collect --out var/nino-llama/data --preset llama
+    python -m workers.nino.metatrain train --data var/nino-llama/data --init nino_no_posw \\
+        --lr 3e-4 --steps 150 --batch 1 --max-minutes 12 --out var/nino-llama/nino_llama.pt
+    python -m workers.nino.metatrain eval --data var/nino-llama/data \\
+        --weights nino_no_posw var/nino-llama/nino_llama.pt --manifest var/nino-llama/manifest.json
+
 Training follows the published recipe (``docs/NINO.md``): windows of ``ctx`` = 5 states at the
 runs' spacing (200 steps) and the next 40, targets are the future deltas in the per-tensor
 scaled space, loss = masked L1 over the 40 horizons (auxiliary edges, unused kernel positions
@@ -25,6 +34,7 @@ and the command that made them.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -236,12 +246,18 @@ def nowcast_errors(
 
     For every start and k: the model's nowcast (the inference path: scale, ``predict``,
     ``unscale``), "no change" (the last context state) and linear extrapolation of the last
-    two context states. Averaged over the starts for which row ``last + k`` exists.
+    two context states. Averaged over the starts for which row ``last + k`` exists. Only the
+    parameters the graph holds are compared (a traced graph may leave some to the base
+    optimizer, which NiNo then leaves as they are).
     """
     entry = store.run(run_id)
     array = store.array(run_id)
     info = graph_for(entry, model.config.lpe)
     graph = info.graph
+    held = [name for name, _ in entry["params"] if name in graph.param_shapes]
+    kept = torch.cat(  # which elements of a stored row the graph holds
+        [torch.full((math.prod(shape),), name in held) for name, shape in entry["params"]]
+    )
     sums: dict[int, dict[str, list[float]]] = {
         k: {"model": [], "no_change": [], "linear": []} for k in ks
     }  # noqa: E501
@@ -257,11 +273,11 @@ def nowcast_errors(
         for k in ks:
             if last + k >= array.shape[0]:
                 continue
-            truth = torch.as_tensor(np.asarray(array[last + k], dtype=np.float32))
+            truth = torch.as_tensor(np.asarray(array[last + k], dtype=np.float32))[kept]
             pred = unscale(params_from_features(graph, all_h[:, :, k - 1]), scales)
-            flat_pred = torch.cat([pred[n].reshape(-1) for n, _ in entry["params"]])
-            flat_last = torch.as_tensor(np.asarray(array[last], dtype=np.float32))
-            flat_prev = torch.as_tensor(np.asarray(array[last - 1], dtype=np.float32))
+            flat_pred = torch.cat([pred[n].reshape(-1) for n in held])
+            flat_last = torch.as_tensor(np.asarray(array[last], dtype=np.float32))[kept]
+            flat_prev = torch.as_tensor(np.asarray(array[last - 1], dtype=np.float32))[kept]
             sums[k]["model"].append(float((flat_pred - truth).abs().mean()))
             sums[k]["no_change"].append(float((flat_last - truth).abs().mean()))
             linear = flat_last + k * (flat_last - flat_prev)

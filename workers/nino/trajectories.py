@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from workers.graphs.params.graph import MAX_FEAT, ParamGraph, build_param_graph, graph_features
 from workers.nino.scaling import scale_states
+from workers.zoo.hf import small_config
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -66,9 +67,14 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run to record: a built-in model on a built-in data set with AdamW."""
+    """One training run to record: a built-in model on a built-in data set with AdamW.
 
-    family: str  # "cnn", "mlp" or "transformer" (workers.zoo.build names)
+    ``family`` "hf" is a Hugging Face causal LM with ``args = {"config": {...}}`` (a config
+    dict as ``workers.zoo.hf.build_hf_model`` reads it), trained character-level on a text
+    data set fitted to the config's vocabulary, with the config's context (at most 128).
+    """
+
+    family: str  # "cnn", "mlp", "transformer" (workers.zoo.build names) or "hf"
     args: dict[str, Any]
     dataset: str  # "fashion-mnist", "mnist1d", "pydoc", "shakespeare"
     seed: int
@@ -86,6 +92,11 @@ class RunSpec:
             arch = "c" + "-".join(str(c) for c in self.args["channels"])
         elif self.family == "mlp":
             arch = "h" + "-".join(str(h) for h in self.args["hidden"])
+        elif self.family == "hf":
+            from workers.zoo.hf import config_facts
+
+            facts = config_facts(self.args["config"])
+            arch = f"{facts.model_type}-d{facts.hidden_size}l{facts.num_layers}"
         else:
             arch = f"d{self.args.get('d_model')}l{self.args.get('n_layers')}"
         tag = "-heldout" if self.heldout else ""
@@ -104,6 +115,13 @@ def _m1d(hidden: list[int], seed: int, steps: int, lr: float = 3e-3) -> RunSpec:
 def _lm(d_model: int, seed: int, steps: int) -> RunSpec:
     args = {"vocab_size": 96, "context": 64, "d_model": d_model, "n_layers": 2, "n_heads": 2}
     return RunSpec("transformer", args, "pydoc", seed, steps, lr=3e-3, batch_size=32)
+
+
+def _llama(seed: int, steps: int, heldout: bool = False, **changes: Any) -> RunSpec:
+    # bench/nino_families.py's Llama family and its AdamW settings (lr 3e-3, batch 32).
+    config = small_config("llama-2x64", **changes)
+    return RunSpec("hf", {"config": config}, "shakespeare", seed, steps, lr=3e-3, batch_size=32,
+                   heldout=heldout)  # fmt: skip
 
 
 #: Named collections. "small" takes about 10-15 minutes of one CPU core; the held-out FM/16 run
@@ -127,6 +145,14 @@ PRESETS: dict[str, list[RunSpec]] = {
         _m1d([64], 6, 10_000, lr=1e-3),
         _m1d([24, 24], 7, 10_000, lr=6e-3),
         _fm([16, 32, 32], 100, 9000, heldout=True),
+    ],
+    # bench/nino_families.py's Llama (about 12.8 steps/s on one core) and one narrower width,
+    # about 11 minutes of one core. Seeds 0-2 are the benchmark's evaluation seeds: not here.
+    "llama": [
+        _llama(10, 2400),
+        _llama(11, 2400),
+        _llama(12, 2400, hidden_size=48, intermediate_size=128),
+        _llama(100, 2000, heldout=True),
     ],
     "full": [
         *[_fm(c, s, 10_000) for c in ([8, 16, 16], [16, 32, 32], [24, 48, 48]) for s in (0, 1, 2)],
@@ -267,6 +293,15 @@ def unflatten(entry: Mapping[str, Any], row: np.ndarray | Tensor) -> dict[str, T
 # --------------------------------------------------------------------------------------------
 
 
+def _context(family: str, args: Mapping[str, Any]) -> int:
+    """The text window of a run's model (image data sets ignore it)."""
+    if family == "hf":
+        from workers.zoo.hf import context_length
+
+        return context_length(args["config"])
+    return int(args.get("context", 128))
+
+
 def _dataset(name: str, context: int = 128) -> Any:
     from workers.data import datasets
 
@@ -281,9 +316,23 @@ def _dataset(name: str, context: int = 128) -> Any:
     raise KeyError(f"unknown data set {name!r}")
 
 
+def _fit_data(spec: RunSpec, data: Any) -> Any:
+    """``data`` as the run's model reads it: an HF config's vocabulary may need UTF-8 bytes
+    (``fit_vocabulary``, as a train job and bench/nino_families.py fit it)."""
+    if spec.family != "hf":
+        return data
+    from workers.data.text import fit_vocabulary
+
+    return fit_vocabulary(data, int(spec.args["config"]["vocab_size"]))
+
+
 def _model_for(spec: RunSpec, data: Any) -> nn.Module:
     from workers.zoo.build import build_model
 
+    if spec.family == "hf":
+        from workers.zoo.hf import build_hf_model
+
+        return build_hf_model(dict(spec.args["config"]))
     args = dict(spec.args)
     if spec.family == "transformer":
         args["vocab_size"] = data.info.num_classes
@@ -304,7 +353,8 @@ def collect_run(
     """
     from workers.data.datasets import task_loss
 
-    data = data if data is not None else _dataset(spec.dataset, spec.args.get("context", 128))
+    data = data if data is not None else _dataset(spec.dataset, _context(spec.family, spec.args))
+    data = _fit_data(spec, data)
     torch.manual_seed(spec.seed)
     model = _model_for(spec, data).train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
@@ -378,9 +428,10 @@ def collect(
             if log is not None:
                 log(f"  {spec.run_id}: already collected")
             continue
-        if spec.dataset not in cache:
-            cache[spec.dataset] = _dataset(spec.dataset, spec.args.get("context", 128))
-        collect_run(store, spec, cache[spec.dataset], log)
+        key = f"{spec.dataset}|{_context(spec.family, spec.args)}"
+        if key not in cache:
+            cache[key] = _dataset(spec.dataset, _context(spec.family, spec.args))
+        collect_run(store, spec, cache[key], log)
     return store
 
 
@@ -406,13 +457,25 @@ def _arch_key(entry: Mapping[str, Any]) -> str:
 
 
 def graph_for(entry: Mapping[str, Any], lpe: int = 8) -> GraphInfo:
-    """Graph, PE and mask of a run's architecture, built once per architecture (cached)."""
+    """Graph, PE and mask of a run's architecture, built once per architecture (cached).
+
+    The model is built on the meta device (no memory). An HF causal LM's graph is traced on
+    one window of token ids, the input a NiNo optimizer traces in a train job; the tracer
+    reads shapes only, so zeros of the window's shape stand in for the text.
+    """
     key = _arch_key(entry) + f"|{lpe}"
     if key not in _GRAPHS:
-        from workers.zoo.build import build_model
+        if entry["family"] == "hf":
+            from workers.zoo.hf import build_hf_model
 
-        model = build_model(entry["family"], dict(entry["args"]), device="meta")
-        graph = build_param_graph(model)
+            model = build_hf_model(dict(entry["args"]["config"]), device="meta")
+            window = torch.zeros(1, _context("hf", entry["args"]), dtype=torch.long)
+            graph = build_param_graph(model, window)
+        else:
+            from workers.zoo.build import build_model
+
+            model = build_model(entry["family"], dict(entry["args"]), device="meta")
+            graph = build_param_graph(model)
         ones = {name: torch.ones(shape) for name, shape in graph.param_shapes.items()}
         used = graph_features(graph, ones) != 0
         used[graph.aux_mask] = False

@@ -15,6 +15,7 @@ it is, and the parameter graph sees the transformers attention modules.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +25,46 @@ import torch
 from torch import nn
 
 from workers.errors import ModelError
-from workers.safety.hf_config import check_hf_config, read_hf_config
+from workers.safety.hf_config import HFConfigFacts, check_hf_config, read_hf_config
 from workers.tensors import state_mismatch
 
 # Character-level windows; a config allowing longer positions still trains on this many.
 DEFAULT_CONTEXT = 128
 
 _LOGITS_CLASSES: dict[type, type] = {}
+
+#: Small named configs, CPU-sized (2 layers, d=64) for the Shakespeare text's 84 characters: the
+#: ``gpt2`` and ``llama`` families of ``bench/nino_families.py`` and the ``llama`` trajectory
+#: preset of ``workers.nino.trajectories`` both read them here, so the model NiNo is fine-tuned
+#: on is the one the benchmark measures. Read them with :func:`small_config` (a copy).
+SMALL_CONFIGS: dict[str, dict[str, Any]] = {
+    "gpt2-2x64": {
+        "model_type": "gpt2",
+        "n_layer": 2,
+        "n_embd": 64,
+        "n_head": 4,
+        "n_positions": 128,
+        "vocab_size": 84,  # the Shakespeare text's characters
+        "bos_token_id": 0,  # GPT-2's default 50256 lies outside a character vocabulary
+        "eos_token_id": 0,
+    },
+    "llama-2x64": {  # grouped-query attention 4/2, SwiGLU
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 172,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "vocab_size": 84,
+        "tie_word_embeddings": False,
+    },
+}
+
+
+def small_config(name: str, **changes: Any) -> dict[str, Any]:
+    """A copy of the named :data:`SMALL_CONFIGS` entry with ``changes`` applied."""
+    return {**copy.deepcopy(SMALL_CONFIGS[name]), **changes}
 
 
 def _offline() -> None:
@@ -89,6 +123,12 @@ def context_length(config: dict[str, Any], limit: int = DEFAULT_CONTEXT) -> int:
     """The training window for a config: its maximum positions, at most ``limit``."""
     facts = check_hf_config(_json_bytes(config))
     return min(limit, facts.max_positions)
+
+
+def config_facts(config: dict[str, Any]) -> HFConfigFacts:
+    """The checked facts of a config dict (family, width, depth, positions, parameter count);
+    ``ModelError`` as on upload when the config is refused."""
+    return check_hf_config(_json_bytes(config))
 
 
 def load_hf_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
